@@ -1,0 +1,1 @@
+"""Faust agents: thin loops that look up state, call the domain, write state, send results."""

@@ -1,0 +1,83 @@
+"""The intake agent: reads both input topics, accepts valid events, dead-letters the rest.
+
+Nothing a producer sends can stop the worker: a record that does not parse,
+validate or normalise goes to the dead-letter topic unchanged, with the reason
+and its origin in headers (see `dead_letter_headers`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import faust
+from faust.types import EventT
+
+from app.channels import Channels
+from app.events import InvalidEvent, accept_record
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "cdp.reason"
+
+
+@dataclass
+class IntakeStats:
+    """What this worker process has taken in (in memory; for /stats and the demo)."""
+
+    accepted: Counter[str] = field(default_factory=Counter)
+    rejected: int = 0
+    recent_rejections: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=50))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "accepted": dict(self.accepted),
+            "accepted_total": sum(self.accepted.values()),
+            "rejected": self.rejected,
+            "recent_rejections": list(self.recent_rejections),
+        }
+
+
+def dead_letter_headers(
+    topic: str, partition: int, offset: int, reason: str, now: datetime
+) -> list[tuple[str, bytes]]:
+    """Headers that say why and from where a record was rejected."""
+    return [
+        (REASON_HEADER, reason.encode()),
+        ("cdp.source-topic", topic.encode()),
+        ("cdp.source-partition", str(partition).encode()),
+        ("cdp.source-offset", str(offset).encode()),
+        ("cdp.rejected-at", now.isoformat().encode()),
+    ]
+
+
+def register(app: faust.App, channels: Channels, settings: Settings, stats: IntakeStats) -> None:
+    """Register the intake agent on `app`."""
+
+    async def reject(record: EventT, reason: str) -> None:
+        msg = record.message
+        stats.rejected += 1
+        stats.recent_rejections.append(
+            {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "reason": reason}
+        )
+        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        await channels.dead_letter.send(
+            key=msg.key,
+            value=msg.value if msg.value is not None else b"",
+            headers=dead_letter_headers(
+                msg.topic, msg.partition, msg.offset, reason, datetime.now(UTC)
+            ),
+        )
+
+    @app.agent(channels.inputs, name="intake")
+    async def intake(stream: faust.StreamT[bytes]) -> None:
+        async for record in stream.events():
+            try:
+                event = accept_record(record.message.value or b"", settings.default_phone_region)
+            except InvalidEvent as exc:
+                await reject(record, exc.reason)
+                continue
+            stats.accepted[event.type] += 1

@@ -1,0 +1,195 @@
+"""The `cardstream` command line.
+
+Every command reads its defaults from `CARDSTREAM_*` environment variables
+(see `app.settings.Settings`); flags override them. Errors a user can meet are
+printed in one line saying what to do, with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from app.settings import Settings
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings().with_overrides(**overrides)
+    except ValueError as exc:
+        raise click.ClickException(f"bad CARDSTREAM_* setting: {exc}") from exc
+
+
+def _topics(settings: Settings):  # type: ignore[no-untyped-def]
+    from app.topics import TopicsFileError, load_topics
+
+    try:
+        return load_topics(settings.topics_file)
+    except TopicsFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+bootstrap_option = click.option(
+    "--bootstrap", "-b", default=None, help="Kafka bootstrap servers [env CARDSTREAM_BOOTSTRAP]"
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cardstream")
+def main() -> None:
+    """cardstream: one customer card per person from every channel, in real time."""
+
+
+@main.command()
+@click.option("--port", "-p", default=9092, show_default=True, help="Port to listen on")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
+def broker(port: int, host: str) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
+    from app.broker import BrokerError, EmbeddedBroker
+
+    embedded = EmbeddedBroker(port=port, host=host)
+    try:
+        embedded.start()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"embedded broker ready: bootstrap {embedded.bootstrap} (in memory; Ctrl-C stops)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        code = embedded.wait()
+        raise click.ClickException(f"embedded broker exited with code {code}")
+    except KeyboardInterrupt:
+        click.echo("stopping broker")
+    finally:
+        embedded.stop()
+
+
+@main.group()
+def topics() -> None:
+    """Declared topics: list them, create or check them on a cluster."""
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Print the declared topics."""
+    for spec in _topics(_settings()).all():
+        click.echo(
+            f"{spec.name:24} partitions={spec.partitions} cleanup={spec.cleanup_policy:8} "
+            f"retention_ms={spec.retention_ms}  key: {spec.key}"
+        )
+
+
+@topics.command("apply")
+@bootstrap_option
+def topics_apply(bootstrap: str | None) -> None:
+    """Create missing topics and report those that differ from the declarations."""
+    from app.admin import BrokerUnreachable, apply_topics
+
+    settings = _settings(bootstrap=bootstrap)
+    try:
+        report = apply_topics(settings.bootstrap, _topics(settings).all())
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name in report.created:
+        click.echo(f"created   {name}")
+    for name in report.unchanged:
+        click.echo(f"ok        {name}")
+    for line in report.differing:
+        click.echo(f"DIFFERS   {line}", err=True)
+    if not report.ok:
+        raise click.ClickException(
+            f"{len(report.differing)} topic(s) differ from topics/: fix them by hand "
+            "(partitions cannot shrink) or change the declarations"
+        )
+
+
+@main.group()
+def schemas() -> None:
+    """JSON Schemas of the events, generated from the models."""
+
+
+@schemas.command("export")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Where to write (default: the schemas/ folder of the source tree)")
+def schemas_export(directory: Path | None) -> None:
+    """Write one JSON Schema per event type (and event.json for any event)."""
+    from app.schemas_export import DEFAULT_SCHEMAS_DIR, export_schemas
+
+    for path in export_schemas(directory or DEFAULT_SCHEMAS_DIR):
+        click.echo(f"wrote {path}")
+
+
+@schemas.command("check")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None)
+def schemas_check(directory: Path | None) -> None:
+    """Exit non-zero when schemas/ differs from the models."""
+    from app.schemas_export import DEFAULT_SCHEMAS_DIR, schema_drift
+
+    drift = schema_drift(directory or DEFAULT_SCHEMAS_DIR)
+    for line in drift:
+        click.echo(line, err=True)
+    if drift:
+        raise click.ClickException("schemas are out of date: run `cardstream schemas export`")
+    click.echo("schemas are in sync with the models")
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"), default="-")
+@bootstrap_option
+def send(source: BinaryIO, bootstrap: str | None) -> None:
+    """Publish events from a JSON-lines FILE (or - for stdin) to the input topics.
+
+    Invalid lines are reported with their line number and reason; valid lines
+    are still sent. Exits 1 if any line was rejected or not delivered.
+    """
+    from app.admin import BrokerUnreachable, admin_client
+    from app.producer import ChannelProducer
+
+    settings = _settings(bootstrap=bootstrap)
+    try:
+        admin_client(settings.bootstrap)
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from exc
+    producer = ChannelProducer(settings.bootstrap, _topics(settings), settings.default_phone_region)
+    report = producer.send_lines(source)
+    name = getattr(source, "name", "-")
+    for number, reason in report.rejected:
+        click.echo(f"{name}:{number}: {reason}", err=True)
+    for failure in report.delivery_failures:
+        click.echo(f"not delivered: {failure}", err=True)
+    click.echo(f"sent {report.sent} event(s), rejected {len(report.rejected)} line(s)")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@bootstrap_option
+@click.option("--web-port", type=int, default=None, help="[env CARDSTREAM_WEB_PORT]")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="[env CARDSTREAM_DATA_DIR]")
+@click.option("--app-id", default=None, help="[env CARDSTREAM_APP_ID]")
+def worker(
+    bootstrap: str | None, web_port: int | None, data_dir: Path | None, app_id: str | None
+) -> None:
+    """Run a worker: every agent, its state, and the web server (lookup API, /health)."""
+    import faust
+
+    from app.main import create_app
+
+    settings = _settings(bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, app_id=app_id)
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+@main.command()
+@click.option("--customers", default=5, show_default=True, help="How many scenario customers")
+@click.option("--seed", default=7, show_default=True, help="Faker seed")
+@click.option("--keep", is_flag=True, help="Keep broker and worker running until Ctrl-C")
+def demo(customers: int, seed: int, keep: bool) -> None:
+    """Start a broker and a worker, publish a multi-channel scenario, show the result."""
+    from app.demo import run_demo
+
+    sys.exit(run_demo(customers=customers, seed=seed, keep=keep))

@@ -1,0 +1,1 @@
+"""The pure core: plain functions over plain, immutable data. No Faust, Kafka, clock or I/O."""

@@ -1,0 +1,37 @@
+"""Builds the Faust app from a settings object: `create_app(settings) -> faust.App`."""
+
+from __future__ import annotations
+
+import faust
+
+from app.agents import intake
+from app.channels import Channels
+from app.settings import Settings
+from app.topics import load_topics
+from app.web import routes
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's Faust app with every agent, table and web route registered."""
+    topics = load_topics(settings.topics_file)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=topics.partitions,
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        recovery_consistency_check=settings.recovery_consistency_check,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+    )
+    channels = Channels.declare(app, topics)
+    stats = intake.IntakeStats()
+    intake.register(app, channels, settings, stats)
+    routes.register(app, settings, stats)
+    return app

@@ -1,0 +1,43 @@
+"""Settings of a cardstream process, read from `CARDSTREAM_*` environment variables.
+
+Environment variables are read only in `Settings()` (never at import time); the
+settings object is frozen and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CARDSTREAM_"
+
+
+class Settings(BaseSettings):
+    """Every knob of a worker, the CLI and the demo. Env var = `CARDSTREAM_` + upper-case name."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]")
+    app_id: str = Field("cardstream", description="Faust app id: consumer group and state prefix")
+    data_dir: Path = Field(Path("./data"), description="Where the worker keeps its RocksDB state")
+    web_host: str = Field("127.0.0.1", description="Address the worker's web server binds to")
+    web_port: int = Field(6066, description="Port of the worker's web server (lookup API, /health)")
+    topics_file: Path | None = Field(
+        None, description="Topic declarations; default: topics/topics.toml of the source tree"
+    )
+    default_phone_region: str = Field(
+        "PL", description="Region for phone numbers written without a country code"
+    )
+    rebalance_timeout: float = Field(
+        60.0, description="Consumer rebalance timeout, seconds (use ~4 on the embedded broker)"
+    )
+    recovery_consistency_check: bool = Field(
+        True, description="Faust's recovery offset check; turn off only on the embedded broker"
+    )
+    log_level: str = Field("info", description="crit, error, warn, info or debug")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Return a copy with `changes` applied (the settings object itself is frozen)."""
+        return self.model_copy(update={k: v for k, v in changes.items() if v is not None})
