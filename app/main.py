@@ -24,6 +24,8 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         topic_partitions=topics.partitions,
         broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
         recovery_consistency_check=settings.recovery_consistency_check,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",

@@ -34,6 +34,7 @@ def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "none",
+        "log.connection.close": False,  # a broker stopping is not worth a log line
         **extra,
     }
 

@@ -24,6 +24,17 @@ from app.broker import die_with_parent, free_port, stop_process
 from app.settings import ENV_PREFIX
 
 
+#: Worker settings for the embedded broker (DESIGN.md §5). Tansu lets a member join a
+#: group only after half the client's *session* timeout, so keep it short; its end
+#: offsets can lag acknowledged writes, so Faust's recovery offset check stays off.
+EMBEDDED_BROKER_SETTINGS: dict[str, object] = {
+    "session_timeout": 6,
+    "heartbeat_interval": 1,
+    "rebalance_timeout": 4,
+    "recovery_consistency_check": False,
+}
+
+
 class WorkerFailed(RuntimeError):
     """The worker exited or did not become ready; the message ends with its log tail."""
 

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     rebalance_timeout: float = Field(
         60.0, description="Consumer rebalance timeout, seconds (use ~4 on the embedded broker)"
     )
+    session_timeout: float = Field(
+        60.0, description="Consumer session timeout, seconds: how soon a dead worker is noticed"
+    )
+    heartbeat_interval: float = Field(3.0, description="Consumer heartbeat interval, seconds")
     recovery_consistency_check: bool = Field(
         True, description="Faust's recovery offset check; turn off only on the embedded broker"
     )

@@ -1,0 +1,107 @@
+"""`cardstream demo`: everything on one machine, on the embedded broker.
+
+Starts a Tansu broker and a worker in a temporary directory, applies the
+topics, publishes the multi-channel scenario of `app.scenario` (plus a few bad
+records) with a progress bar, waits until the worker has taken everything in,
+and prints what it received. Ctrl-C at any point stops every child process
+and removes the temporary directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import orjson
+from tqdm import tqdm
+
+from app.admin import apply_topics
+from app.broker import BrokerError, EmbeddedBroker
+from app.events import parse_event
+from app.producer import ChannelProducer
+from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerFailed, WorkerProcess
+from app.scenario import BAD_RECORDS, scenario
+from app.topics import load_topics
+
+def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
+    """Run the demo; return the process exit code."""
+    workdir = Path(tempfile.mkdtemp(prefix="cardstream-demo-"))
+    broker = EmbeddedBroker(log_file=workdir / "broker.log")
+    worker: WorkerProcess | None = None
+    try:
+        step("starting the embedded broker")
+        broker.start()
+        topics = load_topics()
+        report = apply_topics(broker.bootstrap, topics.all())
+        step(f"broker at {broker.bootstrap}; topics created: {len(report.created)}")
+        worker = WorkerProcess(
+            broker.bootstrap, workdir / "data", "cardstream-demo", workdir / "worker.log",
+            log_level="warn", **EMBEDDED_BROKER_SETTINGS,
+        ).start()
+        step(f"starting a worker (web {worker.url}); waiting for its partitions")
+        worker.wait_ready()
+        events = [parse_event(orjson.dumps(e)) for e in scenario(customers, seed)]
+        producer = ChannelProducer(broker.bootstrap, topics)
+        with tqdm(total=len(events) + len(BAD_RECORDS), desc="publishing", unit="ev") as bar:
+            for event in events:
+                producer.send(event)
+                bar.update()
+            for role, raw in BAD_RECORDS:
+                producer.produce(getattr(topics, role).name, None, raw)
+                bar.update()
+            failures = producer.flush()
+        if failures:
+            raise click.ClickException(f"not delivered: {failures}")
+        stats = wait_for_intake(worker, len(events) + len(BAD_RECORDS))
+        print_intake(stats, customers, len(events))
+        if keep:
+            step(f"running: bootstrap {broker.bootstrap}, worker {worker.url}; Ctrl-C stops")
+            while worker.alive():
+                time.sleep(1)
+        return 0
+    except KeyboardInterrupt:
+        step("interrupted")
+        return 130
+    except (BrokerError, WorkerFailed, click.ClickException) as exc:
+        click.echo(f"demo failed: {exc}", err=True)
+        return 1
+    finally:
+        step("stopping worker and broker")
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def step(message: str) -> None:
+    click.echo(click.style("» ", fg="cyan") + message)
+
+
+def wait_for_intake(worker: WorkerProcess, expected: int, timeout: float = 60.0) -> dict:  # type: ignore[type-arg]
+    """Poll the worker's /stats until it has taken in `expected` records."""
+    deadline = time.monotonic() + timeout
+    with tqdm(total=expected, desc="worker took in", unit="ev") as bar:
+        while True:
+            _, stats = worker.get("/stats")
+            done = stats["accepted_total"] + stats["rejected"]
+            bar.update(done - bar.n)
+            if done >= expected:
+                return stats  # type: ignore[no-any-return]
+            if time.monotonic() > deadline or not worker.alive():
+                raise WorkerFailed(f"worker took in {done}/{expected}:\n{worker.log_tail()}")
+            time.sleep(0.2)
+
+
+def print_intake(stats: dict, customers: int, sent: int) -> None:  # type: ignore[type-arg]
+    click.echo()
+    click.secho(f"The worker received {sent} events of {customers} customers:", bold=True)
+    for kind, count in sorted(stats["accepted"].items(), key=lambda kv: -kv[1]):
+        click.echo(f"  {kind:14} {count:5}")
+    click.secho(f"and sent {stats['rejected']} bad record(s) to cdp.dead-letter:", bold=True)
+    for rejection in stats["recent_rejections"]:
+        click.echo(f"  {rejection['topic']}[{rejection['partition']}]@{rejection['offset']}: "
+                   f"{rejection['reason']}")
+    click.echo()
