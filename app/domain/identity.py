@@ -24,11 +24,15 @@ Bounded history
 ---------------
 A link keeps at most `max_claims` claims (default `MAX_CLAIMS_PER_LINK` = 32): the
 newest ones in event time. The kept claims are a pure function of the set of claims
-ever applied (the newest N of it), so ownership at or after the *horizon* (the oldest
-kept claim's ts, once anything was dropped) stays order-independent. History before
-the horizon is frozen: dropping claims emits no moves, facts already placed there stay
-where they are, a fact arriving late with a ts before the horizon goes to the oldest
-kept claim's customer, and a claim older than the horizon changes nothing.
+ever applied (the newest N of it), and ownership is computed from the kept claims
+exactly as if the dropped ones had never existed: before the oldest kept claim (the
+*horizon*) the link belongs to that claim's customer, and the drop itself returns the
+moves that re-assign that old history. So every law (order-independence, idempotence,
+no fact lost or doubled) still holds for the kept claims. The price, only for a link
+claimed more than N times: events older than its N-th newest claim end on the owner
+of that claim, not on whoever owned the link then. (Freezing the old history instead
+was tried and breaks the laws: a duplicate of an old fact arriving after the drop
+resolves to another profile than its first copy, and is counted twice.)
 
 Protection
 ----------
@@ -130,7 +134,7 @@ class LinkState:
 
     @property
     def horizon(self) -> datetime | None:
-        """Event time before which history is frozen (None while nothing was dropped)."""
+        """Event time before which the dropped claims were forgotten (None: none dropped)."""
         return self.claims[0].ts if self.truncated and self.claims else None
 
     @property
@@ -233,18 +237,12 @@ def _owner_in(steps: _Steps, start: datetime | None) -> str:
     return owner
 
 
-def _moves_between(
-    key: str, before: _Steps, after: _Steps, frozen_before: datetime | None
-) -> tuple[FactMove, ...]:
+def _moves_between(key: str, before: _Steps, after: _Steps) -> tuple[FactMove, ...]:
     """Ranges whose owner differs between two step functions, merged where adjacent."""
     points = {s for s, _ in before[1:]} | {s for s, _ in after[1:]}
-    if frozen_before is not None:
-        points.add(frozen_before)
     bounds: list[datetime | None] = [None, *sorted(p for p in points if p is not None), None]
     moves: list[FactMove] = []
     for start, end in pairwise(bounds):
-        if frozen_before is not None and (end is not None and end <= frozen_before):
-            continue
         old, new = _owner_in(before, start), _owner_in(after, start)
         if old == new:
             continue
@@ -272,8 +270,10 @@ def apply_claim(
       claim changes nothing" about current ownership), but still returns the moves
       that re-assign the history in its range, which keeps the result independent of
       arrival order. A claim by the current owner changes nothing current.
-    * Only the newest `max_claims` claims are kept (see the module docstring); history
-      before the oldest kept claim is frozen and never produces moves.
+    * Only the newest `max_claims` claims are kept (see the module docstring); when
+      older ones are dropped, `moves` also re-assign the history before the oldest
+      kept claim to its customer, as if the dropped claims had never existed. Such
+      moves of old history carry no change notification.
 
     Raises ValueError when `max_claims` < 1.
     """
@@ -288,10 +288,10 @@ def apply_claim(
         claims = claims[-max_claims:]
         truncated = True
     new_state = replace(state, claims=claims, truncated=truncated)
-    if new_state.claims == state.claims:  # the claim was older than the horizon
+    if new_state.claims == state.claims:  # older than every kept claim of a full link: dropped
         return ClaimOutcome(new_state)
 
-    moves = _moves_between(key, _steps(state.claims, key), _steps(claims, key), new_state.horizon)
+    moves = _moves_between(key, _steps(state.claims, key), _steps(claims, key))
     changes: tuple[IdentityChange, ...] = ()
     previous, current = state.current_owner, new_state.current_owner
     assert current is not None
@@ -324,7 +324,7 @@ class GuardLimits:
     most other customers it may take links from before it is quarantined.
     """
 
-    per_name: Mapping[str, int] = field(default_factory=_default_per_name)
+    per_name: Mapping[str, int] = field(default_factory=_default_per_name, hash=False)
     default_limit: int = 10
     window: timedelta = timedelta(days=30)
     max_takeovers: int = 5
