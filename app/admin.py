@@ -49,8 +49,12 @@ def apply_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 10.0) 
     if missing:
         futures = client.create_topics(
             [
-                NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
-                         config=s.configs())
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=s.replication,
+                    config=s.configs(),
+                )
                 for s in missing
             ],
             request_timeout=timeout,

@@ -15,6 +15,7 @@ from typing import BinaryIO
 import click
 
 from app.settings import Settings
+from app.topics import Topics, TopicsFileError, load_topics
 
 
 def _settings(**overrides: object) -> Settings:
@@ -24,8 +25,7 @@ def _settings(**overrides: object) -> Settings:
         raise click.ClickException(f"bad CARDSTREAM_* setting: {exc}") from exc
 
 
-def _topics(settings: Settings):  # type: ignore[no-untyped-def]
-    from app.topics import TopicsFileError, load_topics
+def _topics(settings: Settings) -> Topics:
 
     try:
         return load_topics(settings.topics_file)
@@ -112,8 +112,13 @@ def schemas() -> None:
 
 
 @schemas.command("export")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
-              help="Where to write (default: the schemas/ folder of the source tree)")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write (default: the schemas/ folder of the source tree)",
+)
 def schemas_export(directory: Path | None) -> None:
     """Write one JSON Schema per event type (and event.json for any event)."""
     from app.schemas_export import DEFAULT_SCHEMAS_DIR, export_schemas
@@ -168,8 +173,9 @@ def send(source: BinaryIO, bootstrap: str | None) -> None:
 @main.command()
 @bootstrap_option
 @click.option("--web-port", type=int, default=None, help="[env CARDSTREAM_WEB_PORT]")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="[env CARDSTREAM_DATA_DIR]")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None, help="[env CARDSTREAM_DATA_DIR]"
+)
 @click.option("--app-id", default=None, help="[env CARDSTREAM_APP_ID]")
 def worker(
     bootstrap: str | None, web_port: int | None, data_dir: Path | None, app_id: str | None

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -26,6 +27,7 @@ from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerFailed, WorkerProcess
 from app.scenario import BAD_RECORDS, scenario
 from app.topics import load_topics
 
+
 def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
     """Run the demo; return the process exit code."""
     workdir = Path(tempfile.mkdtemp(prefix="cardstream-demo-"))
@@ -38,8 +40,11 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         report = apply_topics(broker.bootstrap, topics.all())
         step(f"broker at {broker.bootstrap}; topics created: {len(report.created)}")
         worker = WorkerProcess(
-            broker.bootstrap, workdir / "data", "cardstream-demo", workdir / "worker.log",
-            log_level="warn", **EMBEDDED_BROKER_SETTINGS,
+            broker.bootstrap,
+            workdir / "data",
+            "cardstream-demo",
+            workdir / "worker.log",
+            {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn"},
         ).start()
         step(f"starting a worker (web {worker.url}); waiting for its partitions")
         worker.wait_ready()
@@ -80,7 +85,7 @@ def step(message: str) -> None:
     click.echo(click.style("» ", fg="cyan") + message)
 
 
-def wait_for_intake(worker: WorkerProcess, expected: int, timeout: float = 60.0) -> dict:  # type: ignore[type-arg]
+def wait_for_intake(worker: WorkerProcess, expected: int, timeout: float = 60.0) -> dict[str, Any]:
     """Poll the worker's /stats until it has taken in `expected` records."""
     deadline = time.monotonic() + timeout
     with tqdm(total=expected, desc="worker took in", unit="ev") as bar:
@@ -89,19 +94,21 @@ def wait_for_intake(worker: WorkerProcess, expected: int, timeout: float = 60.0)
             done = stats["accepted_total"] + stats["rejected"]
             bar.update(done - bar.n)
             if done >= expected:
-                return stats  # type: ignore[no-any-return]
+                return stats
             if time.monotonic() > deadline or not worker.alive():
                 raise WorkerFailed(f"worker took in {done}/{expected}:\n{worker.log_tail()}")
             time.sleep(0.2)
 
 
-def print_intake(stats: dict, customers: int, sent: int) -> None:  # type: ignore[type-arg]
+def print_intake(stats: dict[str, Any], customers: int, sent: int) -> None:
     click.echo()
     click.secho(f"The worker received {sent} events of {customers} customers:", bold=True)
     for kind, count in sorted(stats["accepted"].items(), key=lambda kv: -kv[1]):
         click.echo(f"  {kind:14} {count:5}")
     click.secho(f"and sent {stats['rejected']} bad record(s) to cdp.dead-letter:", bold=True)
     for rejection in stats["recent_rejections"]:
-        click.echo(f"  {rejection['topic']}[{rejection['partition']}]@{rejection['offset']}: "
-                   f"{rejection['reason']}")
+        click.echo(
+            f"  {rejection['topic']}[{rejection['partition']}]@{rejection['offset']}: "
+            f"{rejection['reason']}"
+        )
     click.echo()

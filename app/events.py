@@ -315,7 +315,6 @@ def schema_of(event_type: str) -> dict[str, Any]:
     return EVENT_MODELS[event_type].model_json_schema()
 
 
-
 def normalize_event(event: AnyEvent, default_region: str) -> AnyEvent:
     """The event with every link value normalised; raises InvalidEvent for a bad link."""
     try:

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ import orjson
 
 from app.broker import die_with_parent, free_port, stop_process
 from app.settings import ENV_PREFIX
-
 
 #: Worker settings for the embedded broker (DESIGN.md §5). Tansu lets a member join a
 #: group only after half the client's *session* timeout, so keep it short; its end
@@ -44,7 +44,9 @@ def worker_env(**settings: object) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in settings.items():
         if value is not None:
-            env[ENV_PREFIX + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+            env[ENV_PREFIX + name.upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
     return env
 
 
@@ -70,8 +72,8 @@ class WorkerProcess:
         data_dir: Path,
         app_id: str,
         log_file: Path,
+        settings: Mapping[str, object] | None = None,
         web_port: int | None = None,
-        **settings: object,
     ) -> None:
         self.web_port = web_port or free_port()
         self.log_file = log_file
@@ -80,7 +82,7 @@ class WorkerProcess:
             data_dir=data_dir,
             app_id=app_id,
             web_port=self.web_port,
-            **settings,
+            **(settings or {}),
         )
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,94 @@
+"""The command line against a real broker: `topics apply` and `send`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.conftest import Broker, Isolated
+from tests.fixtures.factories import as_json, make_identify, make_receipt
+from tests.integration.kafka_read import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def cardstream(
+    *args: str, env: dict[str, str], stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        input=stdin.decode() if stdin else None,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_topics_apply_is_idempotent_and_reports_differences(
+    broker: Broker, isolated: Isolated
+) -> None:
+    env = {
+        "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+    }
+    again = cardstream("topics", "apply", env=env)  # the fixture applied them once already
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("ok ") == 6 and "created" not in again.stdout
+
+    # a topic someone created by hand with the wrong partition count
+    wrong = isolated.topics.quarantine.name + "-x"
+    text = isolated.topics_file.read_text().replace(
+        f'"{isolated.topics.quarantine.name}"', f'"{wrong}"'
+    )
+    isolated.topics_file.write_text(text)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(wrong, num_partitions=1, replication_factor=1)])[wrong].result()
+    drift = cardstream("topics", "apply", env=env)
+    assert drift.returncode == 1
+    assert f"{wrong}: partitions 1, declared {isolated.topics.partitions}" in drift.stderr
+
+
+def test_send_reports_bad_lines_and_still_sends_good_ones(
+    broker: Broker, isolated: Isolated, tmp_path: Path
+) -> None:
+    lines = [
+        as_json(make_identify(customer_id="C-9", links={"email": "Eve@X.pl"})),
+        b'{"type": "receipt"}',
+        b"",
+        as_json(make_receipt(receipt_id="R-9", customer_id="C-9")),
+        b"nope",
+    ]
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    env = {
+        "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+    }
+    result = cardstream("send", str(source), env=env)
+    assert result.returncode == 1
+    assert f"{source}:2: receipt.event_id: Field required" in result.stderr
+    assert f"{source}:5: event: Invalid JSON" in result.stderr
+    assert "sent 2 event(s), rejected 2 line(s)" in result.stdout
+
+    topics = isolated.topics
+    [identify] = read_topic(broker.bootstrap, topics.identify.name, topics.partitions, 1)
+    assert identify.key() == b"C-9"
+    assert b'"email":"eve@x.pl"' in identify.value()  # normalised before sending
+    [receipt] = read_topic(broker.bootstrap, topics.events.name, topics.partitions, 1)
+    assert b'"receipt_id":"R-9"' in receipt.value()
+
+
+def test_send_from_stdin_and_unreachable_broker(isolated: Isolated) -> None:
+    env = {
+        "CARDSTREAM_BOOTSTRAP": "127.0.0.1:1",
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+    }
+    result = cardstream("send", "-", env=env, stdin=as_json(make_identify()) + b"\n")
+    assert result.returncode == 1
+    assert "no Kafka broker answered at 127.0.0.1:1" in result.stderr

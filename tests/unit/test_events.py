@@ -1,0 +1,135 @@
+"""The wire format: every kind validates, bad input is rejected with the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.events import (
+    EVENT_MODELS,
+    Identify,
+    InvalidEvent,
+    Receipt,
+    accept_record,
+    event_key,
+    event_to_json,
+    parse_event,
+)
+from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "events.jsonl"
+
+
+def example_lines() -> list[bytes]:
+    return [line for line in EXAMPLES.read_bytes().splitlines() if line.strip()]
+
+
+def test_examples_cover_every_event_kind() -> None:
+    kinds = {orjson.loads(line)["type"] for line in example_lines()}
+    assert kinds == set(EVENT_MODELS)
+
+
+@pytest.mark.parametrize("line", example_lines(), ids=lambda b: orjson.loads(b)["type"])
+def test_every_example_validates_and_round_trips(line: bytes) -> None:
+    event = parse_event(line)
+    assert event.type == orjson.loads(line)["type"]
+    assert parse_event(event_to_json(event)) == event
+
+
+def test_receipt_fields_are_read_as_sent() -> None:
+    event = parse_event(as_json(make_receipt(receipt_id="R-9", total=129.9)))
+    assert isinstance(event, Receipt)
+    assert event.receipt_id == "R-9"
+    assert event.total == 129.9
+    assert event.items[0].quantity == 1
+    assert event.status == "completed"
+    assert event.ts.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "field_named"),
+    [
+        ({"total": "129.9"}, "receipt.total"),  # no coercion of strings to numbers
+        ({"total": -1}, "receipt.total"),
+        ({"currency": "zloty"}, "receipt.currency"),
+        ({"ts": "2026-11-02T10:00:00"}, "receipt.ts"),  # no offset
+        ({"ts": "1970-01-01T00:00:00+00:00"}, "receipt.ts"),
+        ({"ts": "2300-01-01T00:00:00+00:00"}, "receipt.ts"),
+        ({"event_id": ""}, "receipt.event_id"),
+        ({"event_id": "x" * 300}, "receipt.event_id"),
+        ({"custmer_id": "C-1"}, "receipt.custmer_id"),  # unknown field: a typo is not ignored
+        ({"status": "lost"}, "receipt.status"),
+        ({"items": [{"product_id": "P", "price": 1, "quantity": 0}]}, "receipt.items.0.quantity"),
+    ],
+)
+def test_invalid_fields_are_named(change: dict, field_named: str) -> None:
+    event = {**make_receipt(), **change}
+    with pytest.raises(InvalidEvent) as err:
+        parse_event(as_json(event))
+    assert err.value.reason.startswith(field_named) or f"; {field_named}" in err.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"not json", "Invalid JSON"),
+        (b"", "Invalid JSON"),
+        (b"\xff\xfe{", "Invalid JSON"),
+        (b"[1, 2]", "object"),
+        (b'{"type": "teleport", "event_id": "1"}', "teleport"),
+        (b'{"event_id": "1"}', "type"),
+    ],
+)
+def test_records_that_are_no_event(raw: bytes, says: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        parse_event(raw)
+    assert says in err.value.reason
+
+
+def test_identify_needs_customer_id_or_links() -> None:
+    with pytest.raises(InvalidEvent, match="needs customer_id, links"):
+        parse_event(as_json(make_identify(customer_id=None, links={})))
+    assert parse_event(as_json(make_identify(customer_id=None, links={"device": "d-1"})))
+    assert parse_event(as_json(make_identify(customer_id="C-1", links={})))
+
+
+def test_behaviour_event_needs_customer_id_or_link() -> None:
+    with pytest.raises(InvalidEvent, match="needs customer_id, link"):
+        parse_event(as_json(make_event("tag", customer_id=None, tag="vip")))
+
+
+def test_link_names_are_codes() -> None:
+    bad = make_identify(links={"E-Mail": "a@b.pl"})
+    with pytest.raises(InvalidEvent, match=r"links\.E-Mail"):
+        parse_event(as_json(bad))
+
+
+def test_accept_record_normalises_links() -> None:
+    identify = accept_record(
+        as_json(make_identify(links={"email": " Ann@X.pl ", "phone": "600-100-200"})), "PL"
+    )
+    assert isinstance(identify, Identify)
+    assert identify.links == {"email": "ann@x.pl", "phone": "+48600100200"}
+    receipt = accept_record(
+        as_json(make_receipt(link={"name": "phone", "value": "+48 600 100 200"})), "PL"
+    )
+    assert receipt.link is not None and receipt.link.value == "+48600100200"
+
+
+def test_accept_record_rejects_a_phone_that_is_no_number() -> None:
+    with pytest.raises(InvalidEvent, match="links: phone 'call me'"):
+        accept_record(as_json(make_identify(links={"phone": "call me"})), "PL")
+
+
+def test_event_key_prefers_customer_id_then_link() -> None:
+    assert event_key(accept_record(as_json(make_receipt(customer_id="C-7")), "PL")) == "C-7"
+    assert (
+        event_key(
+            accept_record(as_json(make_receipt(link={"name": "email", "value": "A@x.pl"})), "PL")
+        )
+        == "email:a@x.pl"
+    )
+    anonymous_identify = make_identify(customer_id=None, links={"device": " d-9 "})
+    assert event_key(accept_record(as_json(anonymous_identify), "PL")) == "device:d-9"
