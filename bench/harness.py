@@ -1,0 +1,64 @@
+"""Shared set-up for benchmarks: an embedded broker, fresh topics, prepared records, workers."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from app.admin import apply_topics
+from app.broker import EmbeddedBroker
+from app.producer import ChannelProducer
+from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
+from app.scenario import scenario
+from app.topics import Topics, load_topics
+
+
+@dataclass
+class Bench:
+    bootstrap: str
+    topics: Topics
+    workdir: Path
+
+    def worker(self, n: int = 0, app_id: str | None = None) -> WorkerProcess:
+        return WorkerProcess(
+            self.bootstrap,
+            self.workdir / f"data-{n}",
+            app_id or f"bench-{uuid.uuid4().hex[:6]}",
+            self.workdir / f"worker-{n}.log",
+            {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn"},
+        )
+
+
+@contextmanager
+def embedded_bench() -> Iterator[Bench]:
+    """An embedded broker with the declared topics created, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="cardstream-bench-") as tmp, EmbeddedBroker() as b:
+        topics = load_topics()
+        apply_topics(b.bootstrap, topics.all())
+        yield Bench(b.bootstrap, topics, Path(tmp))
+
+
+def mixed_records(count: int, seed: int = 1) -> list[bytes]:
+    """`count` wire-format records of the demo scenario (many customers), as JSON bytes."""
+    per_customer = len(scenario(1, seed))
+    events = scenario(count // per_customer + 1, seed)[:count]
+    return [orjson.dumps(e) for e in events]
+
+
+def publish(bench: Bench, records: list[bytes]) -> float:
+    """Validate, key and send `records`; return the seconds it took."""
+    producer = ChannelProducer(bench.bootstrap, bench.topics)
+    start = time.perf_counter()
+    for raw in records:
+        producer.produce(*producer.prepare(raw))
+    failures = producer.flush(120)
+    if failures:
+        raise RuntimeError(f"not delivered: {failures[:3]}")
+    return time.perf_counter() - start
