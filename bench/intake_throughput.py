@@ -30,9 +30,8 @@ def main(count: int = 100_000) -> None:
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
         worker.stop()
-    print(
-        f"intake agent, 1 worker: {count} events in {elapsed:.1f}s = {count / elapsed:,.0f} events/s"
-    )
+    rate = count / elapsed
+    print(f"intake agent, 1 worker: {count} events in {elapsed:.1f}s = {rate:,.0f} events/s")
 
 
 if __name__ == "__main__":
