@@ -10,6 +10,7 @@ and removes the temporary directory.
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cardstream-demo-"))
     broker = EmbeddedBroker(log_file=workdir / "broker.log")
     worker: WorkerProcess | None = None
+    producer: ChannelProducer | None = None
     try:
         step("starting the embedded broker")
         broker.start()
@@ -74,11 +76,15 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         click.echo(f"demo failed: {exc}", err=True)
         return 1
     finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a 2nd Ctrl-C must not skip this
         step("stopping worker and broker")
+        if producer is not None:
+            producer.close()
         if worker is not None:
             worker.stop()
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGINT, previous)
 
 
 def step(message: str) -> None:

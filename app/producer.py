@@ -8,6 +8,7 @@ good ones still go out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -91,11 +92,22 @@ class ChannelProducer:
 
     def flush(self, timeout: float = 30.0) -> list[str]:
         """Wait for every queued record; return delivery failures since the last flush."""
-        remaining = self._producer.flush(timeout)
+        deadline = time.monotonic() + timeout
+        remaining = self._producer.flush(0)
+        while remaining and time.monotonic() < deadline:
+            # short slices: a Ctrl-C inside librdkafka's flush surfaces as SystemError
+            remaining = self._producer.flush(0.1)
         failures, self._failures = self._failures, []
         if remaining:
             failures.append(f"{remaining} records not delivered within {timeout}s")
         return failures
+
+    def close(self) -> None:
+        """Drop anything still queued and release the client (before the broker goes away)."""
+        if self._producer is not None:
+            self._producer.purge()
+            self._producer.flush(0)
+            self._producer = None  # type: ignore[assignment]  # destroys the librdkafka handle
 
     def send_lines(
         self, lines: Iterable[bytes | str], progress: Callable[[int], None] | None = None
