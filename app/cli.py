@@ -190,6 +190,43 @@ def worker(
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
+@main.group()
+def identity() -> None:
+    """Identity operations: release a quarantined CustomerId."""
+
+
+@identity.command("release")
+@click.argument("customer_id")
+@bootstrap_option
+@click.option("--app-id", default=None, help="The workers' app id [env CARDSTREAM_APP_ID]")
+@click.option("--by", "requested_by", default=None, help="Who releases it (for the audit trail)")
+def identity_release(
+    customer_id: str, bootstrap: str | None, app_id: str | None, requested_by: str | None
+) -> None:
+    """Let a quarantined CUSTOMER_ID claim links again (a `released` change is emitted)."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from app.admin import BrokerUnreachable, admin_client
+    from app.ops import ReleaseGuard, encode_op
+    from app.producer import ChannelProducer
+
+    settings = _settings(bootstrap=bootstrap, app_id=app_id)
+    topics = _topics(settings)
+    try:
+        admin_client(settings.bootstrap)
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from exc
+    op = ReleaseGuard(requested_by or getpass.getuser(), datetime.now(UTC).isoformat())
+    producer = ChannelProducer(settings.bootstrap, topics)
+    topic = f"{settings.app_id}-{topics.internal_name('guard_ops')}"
+    producer.produce(topic, customer_id.encode(), encode_op(op))
+    failures = producer.flush()
+    if failures:
+        raise click.ClickException(f"release not delivered: {failures[0]}")
+    click.echo(f"release of {customer_id} sent to the workers of app {settings.app_id}")
+
+
 @main.command()
 @click.option("--customers", default=5, show_default=True, help="How many scenario customers")
 @click.option("--seed", default=7, show_default=True, help="Faker seed")

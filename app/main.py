@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import faust
 
-from app.agents import intake
-from app.channels import Channels
+from app.agents import identity, intake, profiles
+from app.channels import Channels, Tables
 from app.settings import Settings
 from app.topics import load_topics
 from app.web import routes
@@ -20,7 +20,7 @@ def create_app(settings: Settings) -> faust.App:
         store="rocksdb://",
         datadir=str(settings.data_dir),
         web_bind=settings.web_host,
-        web_host=settings.web_host,
+        web_host=settings.advertised_web_host(),
         web_port=settings.web_port,
         topic_partitions=topics.partitions,
         broker_rebalance_timeout=settings.rebalance_timeout,
@@ -33,7 +33,10 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
     )
     channels = Channels.declare(app, topics)
+    tables = Tables.declare(app, topics)
     stats = intake.IntakeStats()
     intake.register(app, channels, settings, stats)
-    routes.register(app, settings, stats)
+    identity.register(app, channels, tables, settings, stats)
+    profiles.register(app, channels, tables, stats)
+    routes.register(app, settings, tables, stats)
     return app

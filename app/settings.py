@@ -6,10 +6,15 @@ settings object is frozen and passed down explicitly.
 
 from __future__ import annotations
 
+import socket
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.domain.identity import GuardLimits
+from app.domain.links import DEFAULT_BLOCKED_VALUES
 
 ENV_PREFIX = "CARDSTREAM_"
 
@@ -41,6 +46,41 @@ class Settings(BaseSettings):
         True, description="Faust's recovery offset check; turn off only on the embedded broker"
     )
     log_level: str = Field("info", description="crit, error, warn, info or debug")
+    web_advertised_host: str | None = Field(
+        None,
+        description="Host name other workers use to reach this one's web server "
+        "(default: the bind address, or the machine's host name when bound to 0.0.0.0)",
+    )
+    blocked_values: frozenset[str] = Field(
+        DEFAULT_BLOCKED_VALUES,
+        description="Link values never linked (JSON list; compared trimmed, lower-cased)",
+    )
+    guard_link_limits: dict[str, int] = Field(
+        {"email": 5, "phone": 5, "device": 20},
+        description="Most distinct links of a name one CustomerId may claim within the window",
+    )
+    guard_default_limit: int = Field(10, description="The same, for link names not listed")
+    guard_window_days: float = Field(30.0, description="The guard's window, days of event time")
+    guard_max_takeovers: int = Field(
+        5, description="Most other customers one CustomerId may take links from"
+    )
+
+    def guard_limits(self) -> GuardLimits:
+        """The identity guard's limits from these settings."""
+        return GuardLimits(
+            per_name=dict(self.guard_link_limits),
+            default_limit=self.guard_default_limit,
+            window=timedelta(days=self.guard_window_days),
+            max_takeovers=self.guard_max_takeovers,
+        )
+
+    def advertised_web_host(self) -> str:
+        """The host name in this worker's URL that other workers forward lookups to."""
+        if self.web_advertised_host:
+            return self.web_advertised_host
+        if self.web_host in ("0.0.0.0", "::", ""):
+            return socket.gethostname()
+        return self.web_host
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with `changes` applied (the settings object itself is frozen)."""

@@ -37,6 +37,17 @@ class TopicSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class InternalSpec:
+    """A worker-internal topic or table; Faust names it `<app id>-<name>`."""
+
+    role: str
+    name: str
+    kind: str  # "topic" or "table"
+    key: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
 class Topics:
     """All external topics by role, plus the partition count internal topics share."""
 
@@ -47,6 +58,7 @@ class Topics:
     dead_letter: TopicSpec
     quarantine: TopicSpec
     partitions: int
+    internal: dict[str, InternalSpec]
 
     def all(self) -> list[TopicSpec]:
         """Every external topic, inputs first."""
@@ -58,6 +70,15 @@ class Topics:
             self.dead_letter,
             self.quarantine,
         ]
+
+    def internal_name(self, role: str) -> str:
+        """The declared name of internal topic/table `role`; raises TopicsFileError if absent."""
+        try:
+            return self.internal[role].name
+        except KeyError:
+            raise TopicsFileError(
+                f"no [[internal]] with role {role!r} in the topics file"
+            ) from None
 
     def by_name(self, name: str) -> TopicSpec:
         """The spec of topic `name`; raises KeyError if it is not declared."""
@@ -96,11 +117,22 @@ def load_topics(path: Path | None = None) -> Topics:
         except KeyError as exc:
             raise TopicsFileError(f"{path}: a [[topic]] lacks {exc.args[0]!r}: {entry}") from exc
         specs[spec.role] = spec
-    fields = [f for f in Topics.__dataclass_fields__ if f != "partitions"]
+    internal = {
+        entry["role"]: InternalSpec(
+            role=entry["role"],
+            name=entry["name"],
+            kind=entry["kind"],
+            key=entry.get("key", ""),
+            description=entry.get("description", ""),
+        )
+        for entry in raw.get("internal", [])
+    }
+    fields = [f for f in Topics.__dataclass_fields__ if f not in ("partitions", "internal")]
     missing = [role for role in fields if role not in specs]
     if missing:
         raise TopicsFileError(f"{path}: no [[topic]] with role {', '.join(missing)}")
     return Topics(
         **{role: specs[role] for role in fields},
         partitions=int(defaults.get("partitions", 1)),
+        internal=internal,
     )

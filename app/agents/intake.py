@@ -1,8 +1,9 @@
-"""The intake agent: reads both input topics, accepts valid events, dead-letters the rest.
+"""The intake agent: reads both input topics, routes valid events, dead-letters the rest.
 
 Nothing a producer sends can stop the worker: a record that does not parse,
-validate or normalise goes to the dead-letter topic unchanged, with the reason
-and its origin in headers (see `dead_letter_headers`).
+validate or normalise, or that carries no usable identifier, goes to the
+dead-letter topic unchanged, with the reason and its origin in headers (see
+`dead_letter_headers`). Valid events go where `route_accepted` says.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from datetime import UTC, datetime
 import faust
 from faust.types import EventT
 
+from app.agents.outbox import send_outs
 from app.channels import Channels
-from app.events import InvalidEvent, accept_record
+from app.domain.resolution import route_accepted
+from app.events import InvalidEvent, accept_record, event_to_json
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ class IntakeStats:
 
     accepted: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
+    agents: Counter[str] = field(default_factory=Counter)
     recent_rejections: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=50))
 
     def as_dict(self) -> dict[str, object]:
@@ -38,6 +42,7 @@ class IntakeStats:
             "accepted_total": sum(self.accepted.values()),
             "rejected": self.rejected,
             "recent_rejections": list(self.recent_rejections),
+            "agents": dict(sorted(self.agents.items())),
         }
 
 
@@ -77,7 +82,9 @@ def register(app: faust.App, channels: Channels, settings: Settings, stats: Inta
         async for record in stream.events():
             try:
                 event = accept_record(record.message.value or b"", settings.default_phone_region)
+                outs = route_accepted(event, event_to_json(event).decode(), settings.blocked_values)
             except InvalidEvent as exc:
                 await reject(record, exc.reason)
                 continue
             stats.accepted[event.type] += 1
+            await send_outs(channels, outs, stats.agents)

@@ -21,9 +21,13 @@ class InvalidLink(ValueError):
 def normalize_link(name: str, value: str, default_region: str = "PL") -> str:
     """Return the canonical form of `value` for link `name`.
 
-    Raises InvalidLink when a phone value is not a phone number at all.
+    Raises InvalidLink when a phone value is not a phone number at all. A blocked
+    placeholder (`null`, `-1`, ...) is returned trimmed, so that it is skipped as
+    blocked rather than rejected.
     """
     value = value.strip()
+    if is_blocked(value):
+        return value
     if name == "email":
         return value.lower()
     if name == "phone":

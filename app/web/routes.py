@@ -1,22 +1,45 @@
-"""HTTP routes served by every worker."""
+"""HTTP routes served by every worker: health, stats and the identity lookups.
+
+A lookup is answered by the worker that holds the key's table partition; any
+other worker forwards the request there (Faust's router), so every worker's
+port answers every lookup.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import faust
+from faust.exceptions import SameNode
+from faust.types import TableT
 from faust.web import Request, Response, View
 
 from app import __version__
 from app.agents.intake import IntakeStats
+from app.channels import Tables
+from app.domain.identity import anonymous_profile_id, link_state_from_json
+from app.domain.links import InvalidLink, link_key, normalize_link
+from app.domain.profile import profile_state_from_json
+from app.domain.resolution import ProfileIdentity
 from app.settings import Settings
 
 
-def register(app: faust.App, settings: Settings, stats: IntakeStats) -> None:
-    """Register /health and /stats on `app`'s web server."""
+def register(app: faust.App, settings: Settings, tables: Tables, stats: IntakeStats) -> None:
+    """Register the routes on `app`'s web server."""
 
     def assigned() -> list[str]:
         return sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
+
+    async def elsewhere(table: TableT, key: str, web: View, request: Request) -> Response | None:
+        """The owner's answer when another worker holds `key`; None when it is this one."""
+        try:
+            response: Response = await app.router.route_req(table.name, key, web.web, request)
+            return response
+        except SameNode:
+            return None
+
+    def not_found(web: View, what: str) -> Response:
+        return web.json({"error": "not_found", "detail": what}, status=404)
 
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
@@ -33,3 +56,57 @@ def register(app: faust.App, settings: Settings, stats: IntakeStats) -> None:
     @app.page("/stats")
     async def stats_page(web: View, request: Request) -> Response:
         return web.json(stats.as_dict())
+
+    @app.page("/links/{name}/{value}")
+    async def link_owner(web: View, request: Request, name: str, value: str) -> Response:
+        try:
+            key = link_key(name, normalize_link(name, value, settings.default_phone_region))
+        except InvalidLink as exc:
+            return web.json({"error": "invalid_link", "detail": str(exc)}, status=400)
+        if (forwarded := await elsewhere(tables.links, key, web, request)) is not None:
+            return forwarded
+        raw = tables.links.get(key)
+        if raw is None:
+            return not_found(web, f"no profile has link {key}")
+        owner = link_state_from_json(raw).current_owner
+        return web.json(
+            {
+                "link": {"name": name, "value": key.split(":", 1)[1]},
+                "profile_id": owner or anonymous_profile_id(key),
+                "customer_id": owner,
+                "anonymous": owner is None,
+            }
+        )
+
+    @app.page("/customers/{customer_id}/links")
+    async def customer_links(web: View, request: Request, customer_id: str) -> Response:
+        table = tables.profile_identity
+        if (forwarded := await elsewhere(table, customer_id, web, request)) is not None:
+            return forwarded
+        raw = table.get(customer_id)
+        if raw is None:
+            return not_found(web, f"customer {customer_id} has no links")
+        identity = ProfileIdentity.from_json(raw)
+        return web.json(
+            {
+                "customer_id": customer_id,
+                "links": identity.links_by_name(),
+                "merged_from": list(identity.merged_from),
+                "history": list(identity.history),
+            }
+        )
+
+    @app.page("/profiles/{profile_id}/facts")
+    async def profile_facts(web: View, request: Request, profile_id: str) -> Response:
+        """The events a profile is built from, oldest first, with the link each came through."""
+        if (forwarded := await elsewhere(tables.profiles, profile_id, web, request)) is not None:
+            return forwarded
+        raw = tables.profiles.get(profile_id)
+        if raw is None:
+            return not_found(web, f"profile {profile_id} holds no events")
+        state = profile_state_from_json(raw)
+        facts = [
+            {"event_id": f.event_id, "type": f.event.type, "ts": f.ts.isoformat(), "via": f.via}
+            for f in state.facts
+        ]
+        return web.json({"profile_id": profile_id, "version": state.version, "facts": facts})

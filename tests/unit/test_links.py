@@ -38,6 +38,11 @@ def test_placeholder_values_are_blocked(value: str) -> None:
     assert is_blocked(value)
 
 
+@pytest.mark.parametrize("value", ["null", " -1 ", "undefined"])
+def test_a_placeholder_phone_is_kept_to_be_skipped_not_rejected(value: str) -> None:
+    assert normalize_link("phone", value, "PL") == value.strip()
+
+
 def test_real_values_are_not_blocked() -> None:
     assert not is_blocked("ann@x.pl")
     assert not is_blocked("7001")

@@ -1,0 +1,350 @@
+"""What each identity-side operation does: state in, state and messages out.
+
+The agents are thin loops around these functions: `route_accepted` (intake),
+`guard_step` (guard agent, keyed by CustomerId), `identity_step` (identity
+agent, keyed by link, the only writer of link -> owner) and
+`profile_identity_step` (the links and merge history each profile shows).
+Each returns the new state and a list of `Out` messages; the agent writes the
+state and sends the messages. No Faust, no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import orjson
+
+from app.changes import IdentityChangeKind, IdentityChangeRecord, LinkRef
+from app.domain.identity import (
+    Claim,
+    GuardLimits,
+    GuardState,
+    LinkState,
+    anonymous_profile_id,
+    apply_claim,
+    check_claims,
+    is_anonymous_profile,
+    note_anonymous_event,
+    owner_at,
+    record_takeover,
+    release,
+    split_claimable,
+)
+from app.domain.links import DEFAULT_BLOCKED_VALUES, link_key
+from app.domain.profile import (
+    ProfileState,
+    absorb_facts,
+    blocks_for_facts,
+    fact_from_json,
+    fact_to_json,
+    fold_event,
+    take_facts,
+)
+from app.events import AnyEvent, Identify, InvalidEvent, parse_event
+from app.ops import (
+    AbsorbFacts,
+    AddFact,
+    CheckIdentify,
+    ClaimLink,
+    LinkGained,
+    LinkLost,
+    Op,
+    RecordTakeover,
+    ReleaseFacts,
+    ReleaseGuard,
+    ResolveLink,
+    ReturnFacts,
+)
+
+#: How many identity history entries a profile keeps (newest).
+HISTORY_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    """A message to send: to the topic of `role` (a Topics role or internal role), under `key`."""
+
+    role: str  # guard_ops, identity_ops, profile_ops, identity_changes, quarantine
+    key: str
+    message: Op | IdentityChangeRecord | bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def split_key(key: str) -> LinkRef:
+    """`"email:ann@x.pl"` -> LinkRef(name="email", value="ann@x.pl")."""
+    name, _, value = key.partition(":")
+    return LinkRef(name=name, value=value)
+
+
+def event_time(event_json: str) -> datetime:
+    """The `ts` of an event's JSON, without validating the rest (it was validated at intake)."""
+    return datetime.fromisoformat(orjson.loads(event_json)["ts"])
+
+
+# --------------------------------------------------------------------------- intake
+
+
+def route_accepted(
+    event: AnyEvent, event_json: str, blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES
+) -> list[Out]:
+    """Where a valid, normalised input event goes first.
+
+    Identify with a CustomerId -> the guard of that customer. Anything else with
+    a CustomerId -> that customer's profile. Link-only events -> the identity
+    agent of each usable link. Raises InvalidEvent when no usable identifier is
+    left (only blocked link values such as "null" and no CustomerId).
+    """
+    if event.customer_id is not None:
+        if isinstance(event, Identify):
+            return [Out("guard_ops", event.customer_id, CheckIdentify(event_json))]
+        return [Out("profile_ops", event.customer_id, AddFact(event_json, via=None))]
+    links = event.links if isinstance(event, Identify) else {}
+    if not isinstance(event, Identify) and event.link is not None:
+        links = {event.link.name: event.link.value}
+    usable, refused = split_claimable(links, blocked)
+    if not usable:
+        shown = ", ".join(f"{n}={v!r}" for n, v in refused.items())
+        raise InvalidEvent(f"links: only blocked placeholder values ({shown}) and no customer_id")
+    return [Out("identity_ops", link_key(n, v), ResolveLink(event_json)) for n, v in usable.items()]
+
+
+# --------------------------------------------------------------------------- guard
+
+
+def guard_step(
+    state: GuardState | None,
+    customer_id: str,
+    op: Op,
+    limits: GuardLimits,
+    blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES,
+) -> tuple[GuardState, list[Out]]:
+    """The guard of one CustomerId handles an identify, a takeover or a release."""
+    guard = state or GuardState()
+    if isinstance(op, CheckIdentify):
+        event = parse_event(op.event)
+        assert isinstance(event, Identify)
+        usable, _ = split_claimable(event.links, blocked)
+        verdict = check_claims(guard, customer_id, usable, event.ts, limits)
+        if not verdict.accepted:
+            reason = verdict.reason or "quarantined"
+            outs = [
+                Out(
+                    "quarantine", customer_id, op.event.encode(), (("cdp.reason", reason.encode()),)
+                )
+            ]
+            if verdict.newly_quarantined:
+                outs.append(
+                    _guard_change("quarantined", customer_id, event.event_id, event.ts, reason)
+                )
+            return verdict.state, outs
+        ts = event.ts.isoformat()
+        outs = [
+            Out("identity_ops", link_key(n, v), ClaimLink(customer_id, event.event_id, ts))
+            for n, v in usable.items()
+        ]
+        outs.append(Out("profile_ops", customer_id, AddFact(op.event, via=None)))
+        return verdict.state, outs
+    if isinstance(op, RecordTakeover):
+        verdict = record_takeover(guard, op.from_customer, limits)
+        outs = []
+        if verdict.newly_quarantined:
+            reason = verdict.reason or "too many takeovers"
+            when = datetime.fromisoformat(op.ts)
+            outs.append(_guard_change("quarantined", customer_id, op.event_id, when, reason))
+        return verdict.state, outs
+    if isinstance(op, ReleaseGuard):
+        if not guard.quarantined:
+            return guard, []
+        at = datetime.fromisoformat(op.at)
+        change = _guard_change("released", customer_id, None, at, f"by {op.requested_by}")
+        return release(guard), [change]
+    raise ValueError(f"the guard does not handle {op.kind}")
+
+
+def _guard_change(
+    kind: IdentityChangeKind, customer_id: str, event_id: str | None, ts: datetime, reason: str
+) -> Out:
+    record = IdentityChangeRecord(
+        kind=kind, customer_id=customer_id, cause_event_id=event_id, ts=ts, reason=reason
+    )
+    return Out("identity_changes", customer_id, record)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def identity_step(state: LinkState | None, key: str, op: Op) -> tuple[LinkState | None, list[Out]]:
+    """The identity agent of link `key` handles a claim, a link-only event or returned facts.
+
+    Returns the new link state (None while the link was never seen) and messages.
+    """
+    if isinstance(op, ClaimLink):
+        claim = Claim(datetime.fromisoformat(op.ts), op.event_id, op.customer_id)
+        before = state or LinkState()
+        outcome = apply_claim(before, key, claim)
+        anonymous = anonymous_profile_id(key)
+        # An anonymous profile that never received a fact needs no hand-over.
+        silent = {anonymous} if not before.seen_anonymous else set()
+        outs: list[Out] = []
+        for change in outcome.changes:
+            record = IdentityChangeRecord(
+                kind=change.kind,
+                customer_id=change.customer_id,
+                link=split_key(key),
+                previous_owner=change.previous_owner,
+                cause_event_id=change.event_id,
+                ts=change.ts,
+            )
+            gained = LinkGained(key, change.kind, change.previous_owner, change.event_id, op.ts)
+            outs.append(Out("identity_changes", change.customer_id, record))
+            outs.append(Out("profile_ops", change.customer_id, gained))
+            lost_by = change.previous_owner or anonymous
+            if lost_by not in silent:
+                lost = LinkLost(key, change.customer_id, change.event_id, op.ts)
+                outs.append(Out("profile_ops", lost_by, lost))
+            if change.kind == "reassigned" and change.previous_owner is not None:
+                takeover = RecordTakeover(change.previous_owner, key, change.event_id, op.ts)
+                outs.append(Out("guard_ops", change.customer_id, takeover))
+        for move in outcome.moves:
+            if move.from_profile in silent:
+                continue
+            release_op = ReleaseFacts(
+                key,
+                move.ts_from.isoformat() if move.ts_from else None,
+                move.ts_to.isoformat() if move.ts_to else None,
+                move.to_profile,
+            )
+            outs.append(Out("profile_ops", move.from_profile, release_op))
+        return outcome.state, outs
+    if isinstance(op, ResolveLink):
+        owner = owner_at(state or LinkState(), key, event_time(op.event))
+        if is_anonymous_profile(owner):
+            state = note_anonymous_event(state or LinkState())
+        return state, [Out("profile_ops", owner, AddFact(op.event, via=key))]
+    if isinstance(op, ReturnFacts):
+        by_owner: dict[str, list[str]] = {}
+        for raw in op.facts:
+            owner = owner_at(state or LinkState(), key, fact_from_json(raw).ts)
+            if is_anonymous_profile(owner):
+                state = note_anonymous_event(state or LinkState())
+            by_owner.setdefault(owner, []).append(raw)
+        return state, [
+            Out("profile_ops", owner, AbsorbFacts(tuple(facts)))
+            for owner, facts in by_owner.items()
+        ]
+    raise ValueError(f"the identity agent does not handle {op.kind}")
+
+
+# --------------------------------------------------------------------------- profile identity
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileIdentity:
+    """The identity block of one profile: its links, what merged into it, its history.
+
+    `forwarded_to` is set on an anonymous profile once its link was claimed: the
+    customer its history now belongs to.
+    """
+
+    links: tuple[str, ...] = ()
+    merged_from: tuple[str, ...] = ()
+    history: tuple[dict[str, str | None], ...] = ()
+    forwarded_to: str | None = None
+
+    def links_by_name(self) -> dict[str, list[str]]:
+        """name -> sorted values, as the lookup API shows them."""
+        grouped: dict[str, list[str]] = {}
+        for key in self.links:
+            ref = split_key(key)
+            grouped.setdefault(ref.name, []).append(ref.value)
+        return {name: sorted(values) for name, values in sorted(grouped.items())}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "links": self.links,
+                "merged_from": self.merged_from,
+                "history": self.history,
+                "forwarded_to": self.forwarded_to,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ProfileIdentity:
+        data = orjson.loads(raw)
+        return cls(
+            links=tuple(data["links"]),
+            merged_from=tuple(data["merged_from"]),
+            history=tuple(data["history"]),
+            forwarded_to=data["forwarded_to"],
+        )
+
+
+def profile_identity_step(
+    state: ProfileIdentity | None, profile_id: str, op: LinkGained | LinkLost
+) -> ProfileIdentity:
+    """Record a link gained or lost by `profile_id` (idempotent per event)."""
+    current = state or ProfileIdentity()
+    entry: dict[str, str | None]
+    if isinstance(op, LinkGained):
+        links = tuple(sorted({*current.links, op.link_key}))
+        merged = current.merged_from
+        if op.change == "merged" and op.previous_owner and op.previous_owner not in merged:
+            merged = (*merged, op.previous_owner)
+        entry = {
+            "change": op.change,
+            "link": op.link_key,
+            "other": op.previous_owner,
+            "event_id": op.event_id,
+            "ts": op.ts,
+        }
+        updated = replace(current, links=links, merged_from=merged)
+    else:
+        links = tuple(k for k in current.links if k != op.link_key)
+        forwarded = op.new_owner if is_anonymous_profile(profile_id) else current.forwarded_to
+        entry = {
+            "change": "lost",
+            "link": op.link_key,
+            "other": op.new_owner,
+            "event_id": op.event_id,
+            "ts": op.ts,
+        }
+        updated = replace(current, links=links, forwarded_to=forwarded)
+    if entry in current.history:
+        return current
+    history = tuple(
+        sorted((*current.history, entry), key=lambda e: (e["ts"] or "", e["event_id"] or ""))
+    )
+    return replace(updated, history=history[-HISTORY_LIMIT:])
+
+
+# --------------------------------------------------------------------------- profile facts
+
+
+def profile_step(
+    state: ProfileState | None, profile_id: str, op: AddFact | AbsorbFacts | ReleaseFacts
+) -> tuple[ProfileState, list[Out], frozenset[str]]:
+    """A profile folds a fact, absorbs handed-over facts, or releases a link's facts.
+
+    Returns the new state, messages, and the card blocks that changed.
+    Released facts go back to their link's identity agent (ReturnFacts), which
+    sends each to its owner at the fact's time.
+    """
+    current = state or ProfileState(profile_id)
+    if isinstance(op, AddFact):
+        result = fold_event(current, parse_event(op.event), op.via)
+        return result.state, [], result.changed_blocks
+    if isinstance(op, AbsorbFacts):
+        result = absorb_facts(current, [fact_from_json(raw) for raw in op.facts])
+        return result.state, [], result.changed_blocks
+    taken_from, taken = take_facts(
+        current,
+        op.link_key,
+        datetime.fromisoformat(op.ts_from) if op.ts_from else None,
+        datetime.fromisoformat(op.ts_to) if op.ts_to else None,
+    )
+    if not taken:
+        return current, [], frozenset()
+    returned = ReturnFacts(tuple(fact_to_json(fact).decode() for fact in taken))
+    return taken_from, [Out("identity_ops", op.link_key, returned)], blocks_for_facts(taken)

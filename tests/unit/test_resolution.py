@@ -1,0 +1,327 @@
+"""The identity-side steps: where events go, what the guard and the identity agent send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.changes import IdentityChangeRecord, LinkRef
+from app.domain.identity import Claim, GuardLimits, GuardState, LinkState
+from app.domain.profile import fact_from_json, fact_of, fact_to_json
+from app.domain.resolution import (
+    Out,
+    ProfileIdentity,
+    guard_step,
+    identity_step,
+    profile_identity_step,
+    profile_step,
+    route_accepted,
+)
+from app.events import InvalidEvent, accept_record, event_to_json
+from app.ops import (
+    AbsorbFacts,
+    AddFact,
+    CheckIdentify,
+    ClaimLink,
+    LinkGained,
+    LinkLost,
+    RecordTakeover,
+    ReleaseFacts,
+    ReleaseGuard,
+    ResolveLink,
+    ReturnFacts,
+    decode_op,
+    encode_op,
+)
+from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
+
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+LIMITS = GuardLimits()
+LOYALTY = {"name": "loyalty_card", "value": "7001"}
+
+
+def accepted(event: dict) -> tuple:
+    parsed = accept_record(as_json(event), "PL")
+    return parsed, event_to_json(parsed).decode()
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def test_identify_with_customer_id_goes_to_its_guard() -> None:
+    event, text = accepted(make_identify(customer_id="C-1", links={"email": "A@x.pl"}))
+    assert route_accepted(event, text) == [Out("guard_ops", "C-1", CheckIdentify(text))]
+
+
+def test_behaviour_event_with_customer_id_goes_to_its_profile() -> None:
+    event, text = accepted(
+        make_receipt(customer_id="C-1", link={"name": "phone", "value": "600100200"})
+    )
+    assert route_accepted(event, text) == [Out("profile_ops", "C-1", AddFact(text, via=None))]
+
+
+def test_link_only_event_goes_to_its_link() -> None:
+    event, text = accepted(make_receipt(link={"name": "email", "value": " Ann@X.pl"}))
+    assert route_accepted(event, text) == [Out("identity_ops", "email:ann@x.pl", ResolveLink(text))]
+
+
+def test_identify_without_customer_id_goes_to_each_link_separately() -> None:
+    event, text = accepted(
+        make_identify(customer_id=None, links={"email": "a@x.pl", "device": "d-1"})
+    )
+    assert route_accepted(event, text) == [
+        Out("identity_ops", "email:a@x.pl", ResolveLink(text)),
+        Out("identity_ops", "device:d-1", ResolveLink(text)),
+    ]
+
+
+def test_blocked_values_are_skipped_and_alone_rejected() -> None:
+    event, text = accepted(make_identify(customer_id=None, links={"email": "null", "device": "d"}))
+    assert [out.key for out in route_accepted(event, text)] == ["device:d"]
+    only_blocked, text = accepted(make_receipt(link={"name": "loyalty_card", "value": "undefined"}))
+    with pytest.raises(InvalidEvent, match="blocked placeholder values"):
+        route_accepted(only_blocked, text)
+
+
+# --------------------------------------------------------------------------- guard
+
+
+def test_guard_accepts_and_fans_out_claims_and_the_attributes() -> None:
+    _, text = accepted(
+        make_identify(
+            customer_id="C-1",
+            links={"email": "a@x.pl", "phone": "null"},
+            ts="2026-11-02T10:00:00+00:00",
+            event_id="id-1",
+        )
+    )
+    state, outs = guard_step(None, "C-1", CheckIdentify(text), LIMITS)
+    assert not state.quarantined
+    assert outs == [
+        Out("identity_ops", "email:a@x.pl", ClaimLink("C-1", "id-1", "2026-11-02T10:00:00+00:00")),
+        Out("profile_ops", "C-1", AddFact(text, via=None)),
+    ]
+
+
+def test_guard_quarantines_a_customer_id_claiming_too_many_emails() -> None:
+    limits = GuardLimits(per_name={"email": 2})
+    state = GuardState()
+    for n in (1, 2):
+        _, text = accepted(make_identify(customer_id="C-X", links={"email": f"u{n}@x.pl"}))
+        state, outs = guard_step(state, "C-X", CheckIdentify(text), limits)
+        assert outs[0].role == "identity_ops"
+    _, third = accepted(
+        make_identify(customer_id="C-X", links={"email": "u3@x.pl"}, event_id="id-3")
+    )
+    state, outs = guard_step(state, "C-X", CheckIdentify(third), limits)
+    assert state.quarantined
+    assert [o.role for o in outs] == ["quarantine", "identity_changes"]
+    assert outs[0].message == third.encode()
+    reason = dict(outs[0].headers)["cdp.reason"].decode()
+    assert "email" in reason
+    change = outs[1].message
+    assert isinstance(change, IdentityChangeRecord)
+    assert (change.kind, change.customer_id, change.cause_event_id) == (
+        "quarantined",
+        "C-X",
+        "id-3",
+    )
+
+    # further claims, even of a known link, go to quarantine with no new change
+    _, again = accepted(make_identify(customer_id="C-X", links={"email": "u1@x.pl"}))
+    state, outs = guard_step(state, "C-X", CheckIdentify(again), limits)
+    assert [o.role for o in outs] == ["quarantine"]
+
+    # an operator releases it; it may claim again
+    state, outs = guard_step(state, "C-X", ReleaseGuard("ops", T0.isoformat()), limits)
+    assert not state.quarantined
+    assert isinstance(outs[0].message, IdentityChangeRecord)
+    assert outs[0].message.kind == "released"
+    state, outs = guard_step(state, "C-X", CheckIdentify(again), limits)
+    assert outs[0].role == "identity_ops"
+
+
+def test_releasing_a_customer_that_is_not_quarantined_says_nothing() -> None:
+    state, outs = guard_step(None, "C-1", ReleaseGuard("ops", T0.isoformat()), LIMITS)
+    assert outs == [] and not state.quarantined
+
+
+def test_guard_quarantines_after_too_many_takeovers() -> None:
+    limits = GuardLimits(max_takeovers=2)
+    state: GuardState | None = None
+    kinds = []
+    for n in range(1, 4):
+        op = RecordTakeover(f"C-{n}", f"loyalty_card:{n}", f"e{n}", T0.isoformat())
+        state, outs = guard_step(state, "C-9", op, limits)
+        kinds.append([o.message.kind for o in outs])  # type: ignore[union-attr]
+    assert kinds == [[], [], ["quarantined"]]
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_link_only_event_on_an_unknown_link_collects_on_its_anonymous_profile() -> None:
+    _, text = accepted(make_receipt(link={"name": "loyalty_card", "value": "7001"}))
+    state, outs = identity_step(None, "loyalty_card:7001", ResolveLink(text))
+    assert state == LinkState(seen_anonymous=True)
+    assert outs == [
+        Out("profile_ops", "~loyalty_card:7001", AddFact(text, via="loyalty_card:7001"))
+    ]
+
+
+def test_first_claim_of_a_fresh_link_only_links() -> None:
+    state, outs = identity_step(None, "email:a@x.pl", ClaimLink("C-1", "id-1", T0.isoformat()))
+    assert state == LinkState(claims=(Claim(T0, "id-1", "C-1"),))
+    assert [(o.role, o.key, type(o.message).__name__) for o in outs] == [
+        ("identity_changes", "C-1", "IdentityChangeRecord"),
+        ("profile_ops", "C-1", "LinkGained"),
+    ]
+    change = outs[0].message
+    assert change == IdentityChangeRecord(
+        kind="linked",
+        customer_id="C-1",
+        link=LinkRef(name="email", value="a@x.pl"),
+        cause_event_id="id-1",
+        ts=T0,
+    )
+
+
+def test_claim_of_a_link_with_anonymous_history_merges_it() -> None:
+    key = "device:d-1"
+    _, outs = identity_step(
+        LinkState(seen_anonymous=True), key, ClaimLink("C-1", "id-1", T0.isoformat())
+    )
+    assert [(o.role, o.key, type(o.message).__name__) for o in outs] == [
+        ("identity_changes", "C-1", "IdentityChangeRecord"),
+        ("profile_ops", "C-1", "LinkGained"),
+        ("profile_ops", "~device:d-1", "LinkLost"),
+        ("profile_ops", "~device:d-1", "ReleaseFacts"),
+    ]
+    assert outs[0].message.kind == "merged"  # type: ignore[union-attr]
+    assert outs[3].message == ReleaseFacts(key, None, None, "C-1")
+
+
+def test_a_later_claim_by_another_customer_reassigns() -> None:
+    key = "loyalty_card:7001"
+    t1 = T0 + timedelta(days=1)
+    state = LinkState(claims=(Claim(T0, "id-1", "C-1"),))
+    state, outs = identity_step(state, key, ClaimLink("C-2", "id-2", t1.isoformat()))
+    assert state.current_owner == "C-2"
+    assert [(o.role, o.key, type(o.message).__name__) for o in outs] == [
+        ("identity_changes", "C-2", "IdentityChangeRecord"),
+        ("profile_ops", "C-2", "LinkGained"),
+        ("profile_ops", "C-1", "LinkLost"),
+        ("guard_ops", "C-2", "RecordTakeover"),
+        ("profile_ops", "C-1", "ReleaseFacts"),
+    ]
+    assert outs[0].message.previous_owner == "C-1"  # type: ignore[union-attr]
+    # only what happened from the reassignment on leaves C-1
+    assert outs[4].message == ReleaseFacts(key, t1.isoformat(), None, "C-2")
+
+
+def test_returned_facts_go_to_the_owner_at_their_own_time() -> None:
+    key = "loyalty_card:7001"
+    t1 = T0 + timedelta(days=1)
+    state = LinkState(claims=(Claim(T0, "id-1", "C-1"), Claim(t1, "id-2", "C-2")))
+    early = accept_record(
+        as_json(
+            make_receipt(receipt_id="R-1", link=LOYALTY, ts=(T0 + timedelta(hours=1)).isoformat())
+        ),
+        "PL",
+    )
+    late = accept_record(
+        as_json(
+            make_receipt(receipt_id="R-2", link=LOYALTY, ts=(t1 + timedelta(hours=1)).isoformat())
+        ),
+        "PL",
+    )
+    returned = tuple(fact_to_json(fact_of(e, key)).decode() for e in (early, late))
+    _, outs = identity_step(state, key, ReturnFacts(returned))
+    assert outs == [
+        Out("profile_ops", "C-1", AbsorbFacts((returned[0],))),
+        Out("profile_ops", "C-2", AbsorbFacts((returned[1],))),
+    ]
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_profile_releases_a_links_facts_back_to_the_link() -> None:
+    key = "device:d-1"
+    _, view = accepted(
+        make_event(
+            "product_view",
+            customer_id=None,
+            link={"name": "device", "value": "d-1"},
+            product_id="P-1",
+        )
+    )
+    _, tag = accepted(make_event("tag", customer_id="C-1", tag="vip"))
+    state, _, changed = profile_step(None, "C-1", AddFact(view, via=key))
+    assert changed
+    state, _, _ = profile_step(state, "C-1", AddFact(tag, via=None))
+    state, outs, changed = profile_step(state, "C-1", ReleaseFacts(key, None, None, "C-2"))
+    [returned] = outs
+    assert (returned.role, returned.key) == ("identity_ops", key)
+    assert isinstance(returned.message, ReturnFacts)
+    [fact] = [fact_from_json(raw) for raw in returned.message.facts]
+    assert (fact.event, fact.via) == (accept_record(view, "PL"), key)
+    assert [f.event_id for f in state.facts] == [accept_record(tag, "PL").event_id]
+    again, outs, changed = profile_step(state, "C-1", ReleaseFacts(key, None, None, "C-2"))
+    assert (outs, changed, again) == ([], frozenset(), state)
+
+    # the new owner absorbs it once, however often it is handed over
+    new_owner, _, changed = profile_step(None, "C-2", AbsorbFacts(returned.message.facts))
+    assert changed and [f.event_id for f in new_owner.facts] == [fact.event_id]
+    same, _, changed = profile_step(new_owner, "C-2", AbsorbFacts(returned.message.facts))
+    assert (same, changed) == (new_owner, frozenset())
+
+
+def test_profile_identity_records_links_merges_and_history_once() -> None:
+    gained = LinkGained("device:d-1", "merged", "~device:d-1", "id-1", T0.isoformat())
+    card = profile_identity_step(None, "C-1", gained)
+    card = profile_identity_step(card, "C-1", gained)  # duplicate delivery
+    assert card.links == ("device:d-1",)
+    assert card.merged_from == ("~device:d-1",)
+    assert len(card.history) == 1
+    lost = LinkLost("device:d-1", "C-2", "id-2", (T0 + timedelta(days=1)).isoformat())
+    card = profile_identity_step(card, "C-1", lost)
+    assert card.links == ()
+    assert card.links_by_name() == {}
+    assert [e["change"] for e in card.history] == ["merged", "lost"]
+    assert ProfileIdentity.from_json(card.to_json()) == card
+
+
+def test_anonymous_profile_remembers_where_it_went() -> None:
+    lost = LinkLost("device:d-1", "C-1", "id-1", T0.isoformat())
+    assert profile_identity_step(None, "~device:d-1", lost).forwarded_to == "C-1"
+
+
+# --------------------------------------------------------------------------- ops
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        CheckIdentify('{"type":"identify"}'),
+        RecordTakeover("C-1", "phone:+48600100200", "e1", T0.isoformat()),
+        ReleaseGuard("ops", T0.isoformat()),
+        ClaimLink("C-1", "e1", T0.isoformat()),
+        ResolveLink("{}"),
+        ReturnFacts(("{}", "{}")),
+        AddFact("{}", via=None),
+        AbsorbFacts(("{}",)),
+        ReleaseFacts("email:a@x.pl", None, T0.isoformat(), "C-2"),
+        LinkGained("email:a@x.pl", "linked", None, "e1", T0.isoformat()),
+        LinkLost("email:a@x.pl", "C-2", "e1", T0.isoformat()),
+    ],
+)
+def test_ops_round_trip(op: object) -> None:
+    assert decode_op(encode_op(op)) == op  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", [b"", b"{}", b'{"op": "teleport"}', b'{"op": "add_fact"}', b"[]"])
+def test_garbage_is_no_op(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="not an internal op"):
+        decode_op(raw)
