@@ -10,6 +10,8 @@ from app.settings import Settings
 from app.topics import load_topics
 from app.web import routes
 
+PRODUCER_BUFFER_MESSAGES = 10_000
+
 
 def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app with every agent, table and web route registered."""
@@ -32,6 +34,9 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         autodiscover=False,
     )
+    # Table writes queue changelog records in Faust's producer buffer; at its default
+    # 100 the agents pause after every few events while it drains one record at a time.
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     channels = Channels.declare(app, topics)
     tables = Tables.declare(app, topics)
     stats = intake.IntakeStats()
