@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,3 +43,33 @@ class IdentityChangeRecord(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+
+ProfileChangeKind = Literal["card_changed", "cart_abandoned"]
+
+
+class ProfileChangeRecord(BaseModel):
+    """One change of a card, on `cdp.profile-changes` (keyed by profile id, compacted).
+
+    `card` is the whole card after the change, so the latest record per key is
+    enough to rebuild every card from the compacted topic; `changed` names the
+    blocks that changed. `cart_abandoned` is sent once per abandoned cart content.
+    An anonymous profile merged into a customer gets a last record with
+    `forwarded_to` set and an emptied card.
+    """
+
+    model_config = ConfigDict(frozen=True, title="cardstream profile change")
+
+    kind: ProfileChangeKind
+    profile_id: str
+    customer_id: str | None = Field(description="None for an anonymous profile")
+    version: int = Field(description="The card's version: grows with every change of its facts")
+    changed: list[str] = Field(description="Blocks that changed: receipts, summary, cart, ...")
+    forwarded_to: str | None = Field(
+        None, description="For a merged anonymous profile: the customer it now belongs to"
+    )
+    at: datetime = Field(description="The worker's clock when the card was built")
+    card: dict[str, Any] = Field(description="The whole card (see the README's card section)")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()

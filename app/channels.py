@@ -69,6 +69,7 @@ class Tables:
     guards: TableT
     profiles: TableT
     profile_identity: TableT
+    cart_deadlines: TableT
 
     @classmethod
     def declare(cls, app: faust.App, topics: Topics) -> Tables:
@@ -86,4 +87,5 @@ class Tables:
             guards=table("guards", "customer_id -> GuardState"),
             profiles=table("profiles", "profile id -> ProfileState (facts)"),
             profile_identity=table("profile_identity", "profile id -> ProfileIdentity"),
+            cart_deadlines=table("cart_deadlines", "profile id -> cart abandonment time"),
         )

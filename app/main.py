@@ -42,6 +42,6 @@ def create_app(settings: Settings) -> faust.App:
     stats = intake.IntakeStats()
     intake.register(app, channels, settings, stats)
     identity.register(app, channels, tables, settings, stats)
-    profiles.register(app, channels, tables, stats)
+    profiles.register(app, channels, tables, settings, stats)
     routes.register(app, settings, tables, stats)
     return app

@@ -20,6 +20,7 @@ Which topic an op goes to, and under which key (DESIGN.md §2):
 | ReleaseFacts   | profile-ops  | profile id  | identity (a FactMove)   |
 | LinkGained     | profile-ops  | profile id  | identity                |
 | LinkLost       | profile-ops  | profile id  | identity                |
+| CheckCart      | profile-ops  | profile id  | the cart timer (a deadline passed) |
 
 Facts released by a move go back through their link (ReleaseFacts → ReturnFacts
 → AbsorbFacts) instead of straight to the new owner: every fact of a link then
@@ -120,6 +121,12 @@ class LinkLost:
     ts: str
 
 
+@dataclass(frozen=True, slots=True)
+class CheckCart:
+    kind: ClassVar[str] = "check_cart"
+    at: str  # the timer's clock when it saw the deadline pass
+
+
 Op = (
     CheckIdentify
     | RecordTakeover
@@ -132,6 +139,7 @@ Op = (
     | ReleaseFacts
     | LinkGained
     | LinkLost
+    | CheckCart
 )
 
 _OPS: dict[str, type[Any]] = {
@@ -148,6 +156,7 @@ _OPS: dict[str, type[Any]] = {
         ReleaseFacts,
         LinkGained,
         LinkLost,
+        CheckCart,
     )
 }
 

@@ -7,14 +7,16 @@ settings object is frozen and passed down explicitly.
 from __future__ import annotations
 
 import socket
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domain.card import CardSettings
 from app.domain.identity import GuardLimits
 from app.domain.links import DEFAULT_BLOCKED_VALUES
+from app.domain.rfm import RfmThresholds
 
 ENV_PREFIX = "CARDSTREAM_"
 
@@ -64,6 +66,40 @@ class Settings(BaseSettings):
     guard_max_takeovers: int = Field(
         5, description="Most other customers one CustomerId may take links from"
     )
+
+    interest_days: int = Field(30, description="Views in the last X days count as interest")
+    cart_idle_seconds: float = Field(
+        3600.0, description="A cart untouched this long without an order is abandoned"
+    )
+    cart_check_interval: float = Field(
+        5.0, description="How often, in seconds, a worker looks for carts to declare abandoned"
+    )
+    activity_limit: int = Field(200, description="Entries kept in a card's activity feed")
+    rfm_recency_days: tuple[float, float, float, float] = Field(
+        (30, 90, 180, 365), description="RFM recency cut points, days since the last receipt"
+    )
+    rfm_frequency: tuple[float, float, float, float] = Field(
+        (2, 3, 5, 10), description="RFM frequency cut points, receipts"
+    )
+    rfm_monetary: tuple[float, float, float, float] = Field(
+        (100, 300, 1000, 3000), description="RFM monetary cut points, total spent"
+    )
+    clock_offset_seconds: float = Field(
+        0.0, description="Added to the wall clock for timers (cart abandonment, interest expiry)"
+    )
+
+    def card_settings(self) -> CardSettings:
+        """The card's settings (DESIGN.md §4) from these settings."""
+        return CardSettings(
+            interest_days=self.interest_days,
+            cart_idle=timedelta(seconds=self.cart_idle_seconds),
+            activity_limit=self.activity_limit,
+            rfm=RfmThresholds(self.rfm_recency_days, self.rfm_frequency, self.rfm_monetary),
+        )
+
+    def now(self) -> datetime:
+        """The worker's clock: wall clock plus `clock_offset_seconds` (tests move it)."""
+        return datetime.now(UTC) + timedelta(seconds=self.clock_offset_seconds)
 
     def guard_limits(self) -> GuardLimits:
         """The identity guard's limits from these settings."""

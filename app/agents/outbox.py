@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app.changes import IdentityChangeRecord
+from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.channels import Channels
 from app.domain.resolution import Out
 from app.ops import encode_op
@@ -15,7 +15,7 @@ def encode_out(out: Out) -> bytes:
     message = out.message
     if isinstance(message, bytes):
         return message
-    if isinstance(message, IdentityChangeRecord):
+    if isinstance(message, IdentityChangeRecord | ProfileChangeRecord):
         return message.to_json()
     return encode_op(message)
 

@@ -1,11 +1,17 @@
-"""The profile agent (keyed by profile id): folds facts, hands facts back, keeps identity.
+"""The profile agent (keyed by profile id) and the abandoned-cart timer.
 
-Facts come from intake (CustomerId events), the guard (identify attributes) and
-the identity agent (link-resolved events); a move releases a link's facts back
-to that link. Link gained / lost notes feed the profile's identity block.
+The agent folds facts, hands facts back to their link, keeps the identity
+block, and publishes the card on `cdp.profile-changes` whenever it changed
+(`app.domain.resolution.profile_ops_step`). It also keeps, per profile with a
+cart not yet notified, the time that cart becomes abandoned; a timer on every
+worker looks at its own partitions' deadlines and asks the agent to check the
+carts whose time has come, so the decision and its state stay with the agent.
 """
 
 from __future__ import annotations
+
+import time
+from datetime import datetime
 
 import faust
 
@@ -13,12 +19,20 @@ from app.agents.intake import IntakeStats
 from app.agents.outbox import send_outs
 from app.channels import Channels, Tables
 from app.domain.profile import profile_state_from_json, profile_state_to_json
-from app.domain.resolution import ProfileIdentity, profile_identity_step, profile_step
-from app.ops import AbsorbFacts, AddFact, LinkGained, LinkLost, ReleaseFacts, decode_op
+from app.domain.resolution import ProfileIdentity, profile_ops_step
+from app.ops import CheckCart, decode_op, encode_op
+from app.settings import Settings
+
+#: Seconds before the timer asks again about a cart it already asked about.
+CHECK_AGAIN_AFTER = 30.0
 
 
-def register(app: faust.App, channels: Channels, tables: Tables, stats: IntakeStats) -> None:
-    """Register the profile agent on `app`."""
+def register(
+    app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: IntakeStats
+) -> None:
+    """Register the profile agent and the cart timer on `app`."""
+    card_settings = settings.card_settings()
+    asked: dict[str, float] = {}  # profile id -> monotonic time the timer last asked
 
     @app.agent(channels.profile_ops, name="profiles")
     async def profiles(stream: faust.StreamT[bytes]) -> None:
@@ -26,16 +40,39 @@ def register(app: faust.App, channels: Channels, tables: Tables, stats: IntakeSt
             profile_id = record.message.key.decode()
             op = decode_op(record.message.value)
             stats.agents[f"profiles.{op.kind}"] += 1
-            if isinstance(op, AddFact | AbsorbFacts | ReleaseFacts):
-                raw = tables.profiles.get(profile_id)
-                before = profile_state_from_json(raw) if raw else None
-                after, outs, changed = profile_step(before, profile_id, op)
-                if changed:
-                    tables.profiles[profile_id] = profile_state_to_json(after)
-                await send_outs(channels, outs, stats.agents)
-            elif isinstance(op, LinkGained | LinkLost):
-                raw = tables.profile_identity.get(profile_id)
-                known = ProfileIdentity.from_json(raw) if raw else None
-                updated = profile_identity_step(known, profile_id, op)
-                if updated != known:
-                    tables.profile_identity[profile_id] = updated.to_json()
+            raw_state = tables.profiles.get(profile_id)
+            raw_identity = tables.profile_identity.get(profile_id)
+            state = profile_state_from_json(raw_state) if raw_state else None
+            identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
+            outcome = profile_ops_step(
+                state, identity, profile_id, op, card_settings, settings.now()
+            )
+            if outcome.state != state:
+                tables.profiles[profile_id] = profile_state_to_json(outcome.state)
+            if outcome.identity is not None and outcome.identity != identity:
+                tables.profile_identity[profile_id] = outcome.identity.to_json()
+            deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None
+            if deadline != tables.cart_deadlines.get(profile_id):
+                if deadline is None:
+                    del tables.cart_deadlines[profile_id]
+                else:
+                    tables.cart_deadlines[profile_id] = deadline
+            await send_outs(channels, outs=outcome.outs, counters=stats.agents)
+
+    @app.timer(interval=settings.cart_check_interval)
+    async def carts_due() -> None:
+        now = settings.now()
+        stale = [pid for pid, at in asked.items() if time.monotonic() - at > CHECK_AGAIN_AFTER]
+        for profile_id in stale:
+            del asked[profile_id]
+        for key, raw in list(tables.cart_deadlines.items()):
+            profile_id = key.decode() if isinstance(key, bytes) else key
+            if datetime.fromisoformat(raw.decode()) > now:
+                continue
+            if time.monotonic() - asked.get(profile_id, -CHECK_AGAIN_AFTER) < CHECK_AGAIN_AFTER:
+                continue
+            asked[profile_id] = time.monotonic()
+            stats.agents["timer.check_cart"] += 1
+            await channels.profile_ops.send(
+                key=profile_id.encode(), value=encode_op(CheckCart(now.isoformat()))
+            )

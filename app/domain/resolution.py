@@ -12,10 +12,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import orjson
 
-from app.changes import IdentityChangeKind, IdentityChangeRecord, LinkRef
+from app.changes import (
+    IdentityChangeKind,
+    IdentityChangeRecord,
+    LinkRef,
+    ProfileChangeKind,
+    ProfileChangeRecord,
+)
+from app.domain.card import (
+    CardIdentity,
+    CardSettings,
+    build_card,
+    cart_abandonment_at,
+    cart_abandonment_due,
+    mark_cart_notified,
+)
 from app.domain.identity import (
     Claim,
     GuardLimits,
@@ -45,6 +60,7 @@ from app.events import AnyEvent, Identify, InvalidEvent, parse_event
 from app.ops import (
     AbsorbFacts,
     AddFact,
+    CheckCart,
     CheckIdentify,
     ClaimLink,
     LinkGained,
@@ -67,7 +83,7 @@ class Out:
 
     role: str  # guard_ops, identity_ops, profile_ops, identity_changes, quarantine
     key: str
-    message: Op | IdentityChangeRecord | bytes
+    message: Op | IdentityChangeRecord | ProfileChangeRecord | bytes
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
@@ -348,3 +364,87 @@ def profile_step(
         return current, [], frozenset()
     returned = ReturnFacts(tuple(fact_to_json(fact).decode() for fact in taken))
     return taken_from, [Out("identity_ops", op.link_key, returned)], blocks_for_facts(taken)
+
+
+# --------------------------------------------------------------------------- the profile agent
+
+#: Blocks of the card that the identity block feeds.
+IDENTITY_BLOCKS = frozenset({"identity", "links", "contacts"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileOutcome:
+    """What one op did to a profile: new states, messages, and its cart deadline.
+
+    `deadline` is when the current cart becomes abandoned (None: no deadline; the
+    caller stores or clears it). States are the inputs themselves when unchanged.
+    """
+
+    state: ProfileState
+    identity: ProfileIdentity | None
+    outs: list[Out]
+    deadline: datetime | None
+
+
+def card_identity(identity: ProfileIdentity | None) -> CardIdentity:
+    """The identity block of a card from the profile's identity record."""
+    if identity is None:
+        return CardIdentity()
+    return CardIdentity(
+        links=identity.links_by_name(), merged_from=identity.merged_from, history=identity.history
+    )
+
+
+def card_of(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    profile_id: str,
+    settings: CardSettings,
+    now: datetime,
+) -> dict[str, Any]:
+    """The card of `profile_id` at `now` (an empty card when it holds nothing yet)."""
+    return build_card(state or ProfileState(profile_id), settings, now, card_identity(identity))
+
+
+def profile_ops_step(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    profile_id: str,
+    op: Op,
+    settings: CardSettings,
+    now: datetime,
+) -> ProfileOutcome:
+    """Everything the profile agent does with one op, publishing the card when it changed."""
+    current = state or ProfileState(profile_id)
+    kind: ProfileChangeKind = "card_changed"
+    outs: list[Out] = []
+    if isinstance(op, AddFact | AbsorbFacts | ReleaseFacts):
+        current, outs, changed = profile_step(state, profile_id, op)
+    elif isinstance(op, LinkGained | LinkLost):
+        updated = profile_identity_step(identity, profile_id, op)
+        changed = IDENTITY_BLOCKS if updated != identity else frozenset()
+        identity = updated
+    elif isinstance(op, CheckCart):
+        changed = frozenset()
+        if cart_abandonment_due(current, settings, now):
+            current, changed, kind = mark_cart_notified(current), CART_BLOCKS, "cart_abandoned"
+    else:
+        raise ValueError(f"the profile agent does not handle {op.kind}")
+    if changed:
+        card = card_of(current, identity, profile_id, settings, now)
+        record = ProfileChangeRecord(
+            kind=kind,
+            profile_id=profile_id,
+            customer_id=card["customer_id"],
+            version=current.version,
+            changed=sorted(changed),
+            forwarded_to=identity.forwarded_to if identity else None,
+            at=now,
+            card=card,
+        )
+        outs.append(Out("profile_changes", profile_id, record))
+    return ProfileOutcome(current, identity, outs, cart_abandonment_at(current, settings))
+
+
+#: Blocks a `cart_abandoned` change concerns.
+CART_BLOCKS = frozenset({"cart", "activity"})

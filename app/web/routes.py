@@ -8,6 +8,7 @@ port answers every lookup.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import faust
 from faust.exceptions import SameNode
@@ -20,7 +21,7 @@ from app.channels import Tables
 from app.domain.identity import anonymous_profile_id, link_state_from_json
 from app.domain.links import InvalidLink, link_key, normalize_link
 from app.domain.profile import profile_state_from_json
-from app.domain.resolution import ProfileIdentity
+from app.domain.resolution import ProfileIdentity, card_of
 from app.settings import Settings
 
 
@@ -57,26 +58,96 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: IntakeSt
     async def stats_page(web: View, request: Request) -> Response:
         return web.json(stats.as_dict())
 
+    def link_of(name: str, value: str) -> str:
+        """The link key of a URL's name and value; raises InvalidLink."""
+        return link_key(name, normalize_link(name, value, settings.default_phone_region))
+
+    def invalid(web: View, exc: InvalidLink) -> Response:
+        return web.json({"error": "invalid_link", "detail": str(exc)}, status=400)
+
+    def owner_record(name: str, key: str) -> dict[str, Any] | None:
+        """This worker's answer for a link it holds: its profile, or None when unknown."""
+        raw = tables.links.get(key)
+        if raw is None:
+            return None
+        owner = link_state_from_json(raw).current_owner
+        return {
+            "link": {"name": name, "value": key.split(":", 1)[1]},
+            "profile_id": owner or anonymous_profile_id(key),
+            "customer_id": owner,
+            "anonymous": owner is None,
+        }
+
+    def local_card(profile_id: str) -> dict[str, Any] | None:
+        raw_state = tables.profiles.get(profile_id)
+        raw_identity = tables.profile_identity.get(profile_id)
+        if raw_state is None and raw_identity is None:
+            return None
+        return card_of(
+            profile_state_from_json(raw_state) if raw_state else None,
+            ProfileIdentity.from_json(raw_identity) if raw_identity else None,
+            profile_id,
+            settings.card_settings(),
+            settings.now(),
+        )
+
     @app.page("/links/{name}/{value}")
     async def link_owner(web: View, request: Request, name: str, value: str) -> Response:
         try:
-            key = link_key(name, normalize_link(name, value, settings.default_phone_region))
+            key = link_of(name, value)
         except InvalidLink as exc:
-            return web.json({"error": "invalid_link", "detail": str(exc)}, status=400)
+            return invalid(web, exc)
         if (forwarded := await elsewhere(tables.links, key, web, request)) is not None:
             return forwarded
-        raw = tables.links.get(key)
-        if raw is None:
+        record = owner_record(name, key)
+        if record is None:
             return not_found(web, f"no profile has link {key}")
-        owner = link_state_from_json(raw).current_owner
-        return web.json(
-            {
-                "link": {"name": name, "value": key.split(":", 1)[1]},
-                "profile_id": owner or anonymous_profile_id(key),
-                "customer_id": owner,
-                "anonymous": owner is None,
-            }
+        return web.json(record)
+
+    @app.page("/links/{name}/{value}/card")
+    async def link_card(web: View, request: Request, name: str, value: str) -> Response:
+        try:
+            key = link_of(name, value)
+        except InvalidLink as exc:
+            return invalid(web, exc)
+        if (forwarded := await elsewhere(tables.links, key, web, request)) is not None:
+            return forwarded
+        record = owner_record(name, key)
+        if record is None:
+            return not_found(web, f"no profile has link {key}")
+        # the card lives with the profile, maybe on another worker: ask for it there
+        return web.json(await card_anywhere(record["profile_id"]))
+
+    async def card_anywhere(profile_id: str) -> dict[str, Any]:
+        """The card of `profile_id` from whichever worker holds it (empty card if none)."""
+        url = app.router.key_store(tables.profiles.name, profile_id)
+        if (url.host, url.port) != (app.conf.canonical_url.host, app.conf.canonical_url.port):
+            path = f"/profiles/{quote(profile_id, safe='')}/card"
+            async with app.http_client.get(str(url.with_path("")) + path) as response:
+                body: dict[str, Any] = await response.json()
+                return body
+        card = local_card(profile_id)
+        return (
+            card
+            if card is not None
+            else card_of(None, None, profile_id, settings.card_settings(), settings.now())
         )
+
+    @app.page("/customers/{customer_id}")
+    async def customer_card(web: View, request: Request, customer_id: str) -> Response:
+        if (forwarded := await elsewhere(tables.profiles, customer_id, web, request)) is not None:
+            return forwarded
+        card = local_card(customer_id)
+        if card is None:
+            return not_found(web, f"no customer {customer_id}")
+        return web.json(card)
+
+    @app.page("/profiles/{profile_id}/card")
+    async def profile_card(web: View, request: Request, profile_id: str) -> Response:
+        """The card of any profile, anonymous ones too (empty when it holds nothing)."""
+        if (forwarded := await elsewhere(tables.profiles, profile_id, web, request)) is not None:
+            return forwarded
+        return web.json(await card_anywhere(profile_id))
 
     @app.page("/customers/{customer_id}/links")
     async def customer_links(web: View, request: Request, customer_id: str) -> Response:
