@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 from pydantic import TypeAdapter
 
-from app.changes import IdentityChangeRecord
+from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.events import EVENT_MODELS, Event
 
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -15,12 +15,13 @@ DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 def render_schemas() -> dict[str, bytes]:
     """file name -> schema bytes: one per event type, `event.json` for any event, and
-    the records cardstream publishes (`identity-change.json`)."""
+    the records cardstream publishes (`identity-change.json`, `profile-change.json`)."""
     schemas = {f"{name}.json": model.model_json_schema() for name, model in EVENT_MODELS.items()}
     union = TypeAdapter(Event).json_schema()
     union["title"] = "cardstream event"
     schemas["event.json"] = union
     schemas["identity-change.json"] = IdentityChangeRecord.model_json_schema()
+    schemas["profile-change.json"] = ProfileChangeRecord.model_json_schema()
     return {
         name: orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         for name, schema in sorted(schemas.items())
