@@ -123,7 +123,10 @@ def _parse_time(value: Any) -> datetime | None:
             return None
     else:
         return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
+    try:
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
+    except (OverflowError, ValueError):  # e.g. year 1 with a positive offset
+        return None
 
 
 def _time(value: Any) -> str:
@@ -244,7 +247,7 @@ def _layout(lines: Sequence[_Line], width: int, color: bool) -> str:
         if line.mark and len(line.text) + 2 + len(line.mark) <= width:
             out.append(f"{style(line.text, line.kind)}  {style(line.mark, line.mark_kind)}")
             continue
-        out.extend(style(part, line.kind) for part in _wrap(line.text, width))
+        out.extend(style(part, line.kind) for part in _wrap(line.text.rstrip(), width))
         if line.mark:
             indent = " " * (len(line.text) - len(line.text.lstrip(" ")) + 4)
             for part in _wrap(indent + line.mark, width):
@@ -272,7 +275,8 @@ def _header(card: Mapping[str, Any], summary: Mapping[str, Any]) -> list[_Line]:
     lines = [_Line(" · ".join(parts), "title")]
     meta = []
     if card.get("updated_at"):
-        meta.append(f"updated {_time(card.get('updated_at'))} UTC")
+        zone = " UTC" if _parse_time(card.get("updated_at")) is not None else ""
+        meta.append(f"updated {_time(card.get('updated_at'))}{zone}")
     if card.get("version") is not None:
         meta.append(f"version {_text(card.get('version'))}")
     if meta:
@@ -406,6 +410,8 @@ def _loyalty(card: Mapping[str, Any]) -> list[_Line]:
             dates.append(f"expires {_time(bonus.get('expires_at'))}")
         rows.append([*row, ", ".join(dates)])
     table = [_Line(INDENT + line) for line in _table(rows, right={2})]
+    if table:
+        table.insert(0, _Line(f"{INDENT}Bonuses"))
     title = f"Loyalty ({_plural(len(bonuses), 'bonus', 'bonuses')})" if bonuses else "Loyalty"
     return [_Line(title, "heading"), *_fields(pairs), *table]
 

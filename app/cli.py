@@ -190,6 +190,61 @@ def worker(
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
+@main.command()
+@click.argument("customer_id", required=False)
+@click.option(
+    "--link",
+    "link",
+    default=None,
+    metavar="NAME=VALUE",
+    help="Find the card by a link instead, e.g. --link email=ann@x.pl",
+)
+@click.option(
+    "--worker",
+    "worker_url",
+    default=None,
+    help="A worker's web address [default: http://127.0.0.1:$CARDSTREAM_WEB_PORT]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON")
+def card(customer_id: str | None, link: str | None, worker_url: str | None, as_json: bool) -> None:
+    """Print the card of CUSTOMER_ID (or of whoever owns --link) from a running worker."""
+    from urllib.parse import quote
+
+    import orjson
+
+    from app.cardview import render_card
+    from app.runner import http_json
+
+    if (customer_id is None) == (link is None):
+        raise click.UsageError("give either a CUSTOMER_ID or --link NAME=VALUE")
+    if link is not None:
+        name, sep, value = link.partition("=")
+        if not sep or not name or not value:
+            raise click.UsageError(f"--link wants NAME=VALUE, got {link!r}")
+        path = f"/links/{quote(name, safe='')}/{quote(value, safe='')}/card"
+        what = f"link {name}={value}"
+    else:
+        assert customer_id is not None
+        path = f"/customers/{quote(customer_id, safe='')}"
+        what = f"customer {customer_id}"
+    base = worker_url or f"http://127.0.0.1:{_settings().web_port}"
+    try:
+        status, body = http_json(base.rstrip("/") + path, timeout=10)
+    except OSError as exc:
+        raise click.ClickException(
+            f"no worker answered at {base} ({exc}); start one with `cardstream worker` "
+            "or point --worker at one"
+        ) from exc
+    if status == 404:
+        raise click.ClickException(f"unknown {what}")
+    if status != 200 or not isinstance(body, dict):
+        raise click.ClickException(f"the worker answered {status}: {body}")
+    if as_json:
+        click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_card(body, color=sys.stdout.isatty()), nl=False)
+
+
 @main.group()
 def identity() -> None:
     """Identity operations: release a quarantined CustomerId."""

@@ -3,8 +3,9 @@
 Starts a Tansu broker and a worker in a temporary directory, applies the
 topics, publishes the multi-channel scenario of `app.scenario` (plus a few bad
 records) with a progress bar, waits until the worker has taken everything in,
-and prints what it received. Ctrl-C at any point stops every child process
-and removes the temporary directory.
+prints what it received, and then the cards it built: web, app, store and
+call-centre activity of each customer merged into one card. Ctrl-C at any
+point stops every child process and removes the temporary directory.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from app.admin import apply_topics
 from app.broker import BrokerError, EmbeddedBroker
+from app.cardview import render_card
 from app.events import parse_event
 from app.producer import ChannelProducer
 from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerFailed, WorkerProcess
@@ -64,8 +66,15 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
             raise click.ClickException(f"not delivered: {failures}")
         stats = wait_for_intake(worker, len(events) + len(BAD_RECORDS))
         print_intake(stats, customers, len(events))
+        step("resolving identities and folding cards")
+        wait_for_quiet(worker)
+        customer_ids = sorted({e.customer_id for e in events if e.customer_id is not None})
+        print_cards(worker, customer_ids)
+        if not keep:
+            step("to explore these cards yourself, run `cardstream demo --keep`")
         if keep:
             step(f"running: bootstrap {broker.bootstrap}, worker {worker.url}; Ctrl-C stops")
+            step(f"try: cardstream card {customer_ids[0]} --worker {worker.url}")
             while worker.alive():
                 time.sleep(1)
         return 0
@@ -104,6 +113,47 @@ def wait_for_intake(worker: WorkerProcess, expected: int, timeout: float = 60.0)
             if time.monotonic() > deadline or not worker.alive():
                 raise WorkerFailed(f"worker took in {done}/{expected}:\n{worker.log_tail()}")
             time.sleep(0.2)
+
+
+def wait_for_quiet(worker: WorkerProcess, timeout: float = 60.0, quiet: float = 1.5) -> None:
+    """Wait until the worker's agents have handled nothing new for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        _, stats = worker.get("/stats")
+        handled = {k: v for k, v in stats["agents"].items() if not k.startswith("timer.")}
+        if handled != last:
+            last, since = handled, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.2)
+    raise WorkerFailed(f"the worker was still busy after {timeout:.0f}s:\n{worker.log_tail()}")
+
+
+def print_cards(worker: WorkerProcess, customer_ids: list[str]) -> None:
+    """The first customer's whole card, then one line for each of the others."""
+    for number, customer_id in enumerate(customer_ids):
+        status, card = worker.get(f"/customers/{customer_id}")
+        if status != 200:
+            click.echo(f"  {customer_id}: no card ({status})")
+            continue
+        if number == 0:
+            click.secho(f"One card from four channels: {customer_id}", bold=True)
+            click.echo(render_card(card, color=click.get_text_stream("stdout").isatty()))
+            click.secho("The other customers:", bold=True)
+            continue
+        summary = card.get("summary") or {}
+        rfm = summary.get("rfm") or {}
+        attributes = card.get("attributes") or {}
+        channels = sorted({entry.get("channel") for entry in card.get("receipts") or []})
+        click.echo(
+            f"  {customer_id}  {attributes.get('first_name', '')} {attributes.get('last_name', '')}"
+            f"  links: {', '.join(sorted(card.get('links') or {}))}"
+            f"  receipts: {summary.get('receipts_count', 0)} ({', '.join(map(str, channels))})"
+            f"  total {summary.get('receipts_total', 0):.2f}  segment: {rfm.get('segment', '-')}"
+        )
+    click.echo()
 
 
 def print_intake(stats: dict[str, Any], customers: int, sent: int) -> None:

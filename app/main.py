@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import faust
 
 from app.agents import identity, intake, profiles
@@ -10,7 +12,28 @@ from app.settings import Settings
 from app.topics import load_topics
 from app.web import routes
 
-PRODUCER_BUFFER_MESSAGES = 10_000
+#: Longest a flush waits for the changelog records queued in Faust's producer buffer.
+FLUSH_DEADLINE_SECONDS = 60.0
+
+
+def drain_producer_buffer_fully(app: faust.App) -> None:
+    """Make the producer buffer's flush wait until every queued record is handed on.
+
+    Faust flushes before it commits offsets and when it stops, but its buffer
+    flush returns after any 0.1 s lull with records still queued: the offsets of
+    events whose table changelog writes were never sent get committed, and those
+    writes are lost on a restart (seen here: a folded receipt missing after a
+    graceful stop). Loop until the buffer is empty, bounded by a deadline.
+    """
+    buffer = app.producer.buffer
+    flush_some = buffer.flush_atmost
+
+    async def flush_all() -> None:
+        deadline = time.monotonic() + FLUSH_DEADLINE_SECONDS
+        while buffer.size and time.monotonic() < deadline:
+            await flush_some(None)  # type: ignore[arg-type]  # None: no limit (Faust types it int)
+
+    buffer.flush = flush_all  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -34,9 +57,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         autodiscover=False,
     )
-    # Table writes queue changelog records in Faust's producer buffer; at its default
-    # 100 the agents pause after every few events while it drains one record at a time.
-    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    drain_producer_buffer_fully(app)
     channels = Channels.declare(app, topics)
     tables = Tables.declare(app, topics)
     stats = intake.IntakeStats()

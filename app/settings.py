@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     cart_check_interval: float = Field(
         5.0, description="How often, in seconds, a worker looks for carts to declare abandoned"
     )
+    cart_grace_seconds: float = Field(
+        10.0,
+        description="Extra wait past a cart's deadline (and after a worker becomes ready) for "
+        "late events that would still save the cart",
+    )
     activity_limit: int = Field(200, description="Entries kept in a card's activity feed")
     rfm_recency_days: tuple[float, float, float, float] = Field(
         (30, 90, 180, 365), description="RFM recency cut points, days since the last receipt"

@@ -88,11 +88,15 @@ def start_worker(
     workers: list[WorkerProcess] = []
     app_id = f"cardstream-test-{uuid.uuid4().hex[:8]}"
 
-    def start(**settings: object) -> WorkerProcess:
+    def start(data_dir_of: WorkerProcess | None = None, **settings: object) -> WorkerProcess:
+        """A ready worker; `data_dir_of`: restart on that (stopped) worker's state."""
         n = len(workers)
+        data_dir = tmp_path / f"data-{n}"
+        if data_dir_of is not None:
+            data_dir = Path(data_dir_of.env["CARDSTREAM_DATA_DIR"])
         worker = WorkerProcess(
             broker.bootstrap,
-            tmp_path / f"data-{n}",
+            data_dir,
             app_id,
             tmp_path / f"worker-{n}.log",
             {

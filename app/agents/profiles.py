@@ -6,12 +6,18 @@ block, and publishes the card on `cdp.profile-changes` whenever it changed
 cart not yet notified, the time that cart becomes abandoned; a timer on every
 worker looks at its own partitions' deadlines and asks the agent to check the
 carts whose time has come, so the decision and its state stay with the agent.
+
+Event time decides whether a cart was bought before it went idle, so the timer
+waits `cart_grace_seconds` past each deadline, and acts only once the worker
+has recovered and had that long to catch up on its input (after a restart, a
+deadline that passed during the downtime must not beat the order still waiting
+in the input topic).
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import faust
 
@@ -33,6 +39,18 @@ def register(
     """Register the profile agent and the cart timer on `app`."""
     card_settings = settings.card_settings()
     asked: dict[str, float] = {}  # profile id -> monotonic time the timer last asked
+    grace = timedelta(seconds=settings.cart_grace_seconds)
+    ready_since: list[float] = []  # monotonic time recovery completed; empty while not ready
+
+    def caught_up() -> bool:
+        """True once the worker has been recovered and running for the grace period."""
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager only
+        if app.rebalancing or not recovery.completed.is_set():
+            ready_since.clear()
+            return False
+        if not ready_since:
+            ready_since.append(time.monotonic())
+        return time.monotonic() - ready_since[0] >= settings.cart_grace_seconds
 
     @app.agent(channels.profile_ops, name="profiles")
     async def profiles(stream: faust.StreamT[bytes]) -> None:
@@ -61,13 +79,15 @@ def register(
 
     @app.timer(interval=settings.cart_check_interval)
     async def carts_due() -> None:
+        if not caught_up():
+            return
         now = settings.now()
         stale = [pid for pid, at in asked.items() if time.monotonic() - at > CHECK_AGAIN_AFTER]
         for profile_id in stale:
             del asked[profile_id]
         for key, raw in list(tables.cart_deadlines.items()):
             profile_id = key.decode() if isinstance(key, bytes) else key
-            if datetime.fromisoformat(raw.decode()) > now:
+            if datetime.fromisoformat(raw.decode()) + grace > now:
                 continue
             if time.monotonic() - asked.get(profile_id, -CHECK_AGAIN_AFTER) < CHECK_AGAIN_AFTER:
                 continue

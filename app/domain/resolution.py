@@ -297,6 +297,20 @@ class ProfileIdentity:
         )
 
 
+def _history_entry(
+    kind: str, key: str, owner: str, previous: str | None, op: LinkGained | LinkLost
+) -> dict[str, str | None]:
+    """A history entry in the card's shape (`app.domain.card.identity_change_entry`)."""
+    return {
+        "kind": kind,
+        "link": key,
+        "customer_id": owner,
+        "previous_owner": previous,
+        "event_id": op.event_id,
+        "at": op.ts,
+    }
+
+
 def profile_identity_step(
     state: ProfileIdentity | None, profile_id: str, op: LinkGained | LinkLost
 ) -> ProfileIdentity:
@@ -308,29 +322,17 @@ def profile_identity_step(
         merged = current.merged_from
         if op.change == "merged" and op.previous_owner and op.previous_owner not in merged:
             merged = (*merged, op.previous_owner)
-        entry = {
-            "change": op.change,
-            "link": op.link_key,
-            "other": op.previous_owner,
-            "event_id": op.event_id,
-            "ts": op.ts,
-        }
+        entry = _history_entry(op.change, op.link_key, profile_id, op.previous_owner, op)
         updated = replace(current, links=links, merged_from=merged)
     else:
         links = tuple(k for k in current.links if k != op.link_key)
         forwarded = op.new_owner if is_anonymous_profile(profile_id) else current.forwarded_to
-        entry = {
-            "change": "lost",
-            "link": op.link_key,
-            "other": op.new_owner,
-            "event_id": op.event_id,
-            "ts": op.ts,
-        }
+        entry = _history_entry("lost", op.link_key, op.new_owner, profile_id, op)
         updated = replace(current, links=links, forwarded_to=forwarded)
     if entry in current.history:
         return current
     history = tuple(
-        sorted((*current.history, entry), key=lambda e: (e["ts"] or "", e["event_id"] or ""))
+        sorted((*current.history, entry), key=lambda e: (e["at"] or "", e["event_id"] or ""))
     )
     return replace(updated, history=history[-HISTORY_LIMIT:])
 

@@ -69,3 +69,9 @@ def test_demo_runs_to_the_end() -> None:
     assert "The worker received 36 events of 2 customers" in result.stdout
     assert "and sent 3 bad record(s) to cdp.dead-letter" in result.stdout
     assert "receipt.ts: Input should be a valid datetime" in result.stdout
+    # then the cards: web, app, store and call-centre activity merged into one
+    out = result.stdout
+    assert "One card from four channels: C-1001" in out
+    assert "Receipts (2)" in out  # the store receipt (via the loyalty card) + the phone order
+    assert "merged from   ~device:dev-0001, ~loyalty_card:7000001, ~phone:" in out
+    assert "C-1002" in out and "receipts: 2 (call_center, store)" in out

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.changes import IdentityChangeRecord, LinkRef
+from app.changes import IdentityChangeRecord, LinkRef, ProfileChangeRecord
+from app.domain.card import CardSettings
 from app.domain.identity import Claim, GuardLimits, GuardState, LinkState
 from app.domain.profile import fact_from_json, fact_of, fact_to_json
 from app.domain.resolution import (
@@ -15,6 +16,7 @@ from app.domain.resolution import (
     guard_step,
     identity_step,
     profile_identity_step,
+    profile_ops_step,
     profile_step,
     route_accepted,
 )
@@ -22,6 +24,7 @@ from app.events import InvalidEvent, accept_record, event_to_json
 from app.ops import (
     AbsorbFacts,
     AddFact,
+    CheckCart,
     CheckIdentify,
     ClaimLink,
     LinkGained,
@@ -289,7 +292,10 @@ def test_profile_identity_records_links_merges_and_history_once() -> None:
     card = profile_identity_step(card, "C-1", lost)
     assert card.links == ()
     assert card.links_by_name() == {}
-    assert [e["change"] for e in card.history] == ["merged", "lost"]
+    assert [(e["kind"], e["customer_id"], e["previous_owner"]) for e in card.history] == [
+        ("merged", "C-1", "~device:d-1"),
+        ("lost", "C-2", "C-1"),
+    ]
     assert ProfileIdentity.from_json(card.to_json()) == card
 
 
@@ -325,3 +331,100 @@ def test_ops_round_trip(op: object) -> None:
 def test_garbage_is_no_op(raw: bytes) -> None:
     with pytest.raises(ValueError, match="not an internal op"):
         decode_op(raw)
+
+
+# --------------------------------------------------------------------------- profile agent
+
+CARD = CardSettings(cart_idle=timedelta(hours=1))
+
+
+def test_a_new_fact_publishes_the_whole_card_with_the_changed_blocks() -> None:
+    _, text = accepted(
+        make_receipt(
+            receipt_id="R-1", total=100.0, customer_id="C-1", ts="2026-11-02T10:00:00+00:00"
+        )
+    )
+    outcome = profile_ops_step(None, None, "C-1", AddFact(text, via=None), CARD, T0)
+    [out] = outcome.outs
+    assert (out.role, out.key) == ("profile_changes", "C-1")
+    record = out.message
+    assert isinstance(record, ProfileChangeRecord)
+    assert (record.kind, record.customer_id, record.version) == ("card_changed", "C-1", 1)
+    assert {"receipts", "summary"} <= set(record.changed)
+    assert record.card["summary"]["receipts_count"] == 1
+    assert record.card["summary"]["receipts_total"] == 100.0
+    assert outcome.deadline is None  # no cart
+
+
+def test_a_duplicate_publishes_nothing() -> None:
+    _, text = accepted(make_event("tag", customer_id="C-1", tag="vip"))
+    first = profile_ops_step(None, None, "C-1", AddFact(text, via=None), CARD, T0)
+    again = profile_ops_step(first.state, None, "C-1", AddFact(text, via=None), CARD, T0)
+    assert again.outs == [] and again.state == first.state
+
+
+def test_identity_changes_republish_links_and_contacts() -> None:
+    gained = LinkGained("email:ann@x.pl", "linked", None, "id-1", T0.isoformat())
+    outcome = profile_ops_step(None, None, "C-1", gained, CARD, T0)
+    [out] = outcome.outs
+    assert isinstance(out.message, ProfileChangeRecord)
+    assert out.message.changed == ["contacts", "identity", "links"]
+    assert out.message.card["links"] == {"email": ["ann@x.pl"]}
+    assert out.message.card["contacts"]["email"]["value"] == "ann@x.pl"
+
+
+def test_cart_is_declared_abandoned_once_after_the_idle_time() -> None:
+    added = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    _, text = accepted(
+        make_event(
+            "cart_add",
+            customer_id="C-1",
+            product_id="P-1",
+            name="Boots",
+            price=10.0,
+            ts=added.isoformat(),
+        )
+    )
+    outcome = profile_ops_step(None, None, "C-1", AddFact(text, via=None), CARD, added)
+    assert outcome.deadline == added + timedelta(hours=1)
+
+    early = profile_ops_step(
+        outcome.state,
+        None,
+        "C-1",
+        CheckCart(added.isoformat()),
+        CARD,
+        added + timedelta(minutes=59),
+    )
+    assert early.outs == [] and early.deadline == added + timedelta(hours=1)
+
+    later = added + timedelta(hours=2)
+    due = profile_ops_step(outcome.state, None, "C-1", CheckCart(later.isoformat()), CARD, later)
+    [out] = due.outs
+    assert isinstance(out.message, ProfileChangeRecord)
+    assert (out.message.kind, out.message.changed) == ("cart_abandoned", ["activity", "cart"])
+    assert out.message.card["cart"]["abandoned"] is True
+    assert due.deadline is None  # notified: no deadline until the cart changes
+
+    again = profile_ops_step(due.state, None, "C-1", CheckCart(later.isoformat()), CARD, later)
+    assert again.outs == []
+
+
+def test_an_order_of_the_cart_content_cancels_the_deadline() -> None:
+    added = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    _, cart = accepted(
+        make_event(
+            "cart_add", customer_id="C-1", product_id="P-1", price=10.0, ts=added.isoformat()
+        )
+    )
+    _, order = accepted(
+        make_receipt(
+            customer_id="C-1",
+            total=10.0,
+            items=[{"product_id": "P-1", "price": 10.0}],
+            ts=(added + timedelta(minutes=5)).isoformat(),
+        )
+    )
+    state = profile_ops_step(None, None, "C-1", AddFact(cart, via=None), CARD, added).state
+    bought = profile_ops_step(state, None, "C-1", AddFact(order, via=None), CARD, added)
+    assert bought.deadline is None
