@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import aiokafka
 import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from app.agents import identity, intake, profiles
 from app.channels import Channels, Tables
 from app.settings import Settings
 from app.topics import load_topics
 from app.web import routes
+
+_AIOKAFKA_CONSUMER = aiokafka.AIOKafkaConsumer
 
 #: Longest a flush waits for the changelog records queued in Faust's producer buffer.
 FLUSH_DEADLINE_SECONDS = 60.0
@@ -36,6 +41,21 @@ def drain_producer_buffer_fully(app: faust.App) -> None:
     buffer.flush = flush_all  # type: ignore[method-assign]
 
 
+def set_fetch_max_wait(milliseconds: int) -> None:
+    """Make Faust's consumers wait at most `milliseconds` per fetch (it hard-codes 1500).
+
+    Faust builds its aiokafka consumer in its driver module, from the `aiokafka`
+    module; this process-wide override swaps in a consumer class with the chosen wait.
+    """
+
+    class Consumer(_AIOKAFKA_CONSUMER):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["fetch_max_wait_ms"] = milliseconds
+            super().__init__(*args, **kwargs)
+
+    aiokafka_driver.aiokafka.AIOKafkaConsumer = Consumer
+
+
 def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app with every agent, table and web route registered."""
     topics = load_topics(settings.topics_file)
@@ -58,6 +78,8 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
     )
     drain_producer_buffer_fully(app)
+    if settings.fetch_max_wait_ms is not None:
+        set_fetch_max_wait(settings.fetch_max_wait_ms)
     channels = Channels.declare(app, topics)
     tables = Tables.declare(app, topics)
     stats = intake.IntakeStats()

@@ -26,12 +26,14 @@ from app.settings import ENV_PREFIX
 
 #: Worker settings for the embedded broker (DESIGN.md §5). Tansu lets a member join a
 #: group only after half the client's *session* timeout, so keep it short; its end
-#: offsets can lag acknowledged writes, so Faust's recovery offset check stays off.
+#: offsets can lag acknowledged writes, so Faust's recovery offset check stays off; and it
+#: answers a fetch only when Faust's fixed 1.5 s wait is up, so the wait is cut to 50 ms.
 EMBEDDED_BROKER_SETTINGS: dict[str, object] = {
     "session_timeout": 6,
     "heartbeat_interval": 1,
     "rebalance_timeout": 4,
     "recovery_consistency_check": False,
+    "fetch_max_wait_ms": 50,
 }
 
 

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         60.0, description="Consumer session timeout, seconds: how soon a dead worker is noticed"
     )
     heartbeat_interval: float = Field(3.0, description="Consumer heartbeat interval, seconds")
+    fetch_max_wait_ms: int | None = Field(
+        None,
+        description="Longest a consumer fetch waits for data (Faust fixes 1500 ms; the embedded "
+        "broker answers slowly at that setting, so the demo and tests use 50)",
+    )
     recovery_consistency_check: bool = Field(
         True, description="Faust's recovery offset check; turn off only on the embedded broker"
     )

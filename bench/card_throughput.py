@@ -1,0 +1,46 @@
+"""End-to-end throughput: mixed events/s through intake, identity and profile agents.
+
+Publishes N events of the demo scenario (every channel, identify and behaviour
+events, merges), starts a fresh worker and times until every agent has been
+idle for a second (the last card published). Prints events/s and the
+profile-change records written.
+
+    python -m bench.card_throughput [N]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from bench.harness import embedded_bench, mixed_records, publish
+
+QUIET = 1.0
+
+
+def main(count: int = 20_000) -> None:
+    records = mixed_records(count)
+    with embedded_bench() as bench:
+        publish(bench, records)
+        worker = bench.worker().start()
+        worker.wait_ready()
+        start = time.perf_counter()
+        last, changed_at = None, time.perf_counter()
+        while True:
+            _, stats = worker.get("/stats")
+            handled = {k: v for k, v in stats["agents"].items() if not k.startswith("timer.")}
+            if handled != last:
+                last, changed_at = handled, time.perf_counter()
+            elif time.perf_counter() - changed_at >= QUIET and stats["accepted_total"] >= count:
+                break
+            time.sleep(0.1)
+        elapsed = changed_at - start
+        worker.stop()
+    print(
+        f"mixed events end to end, 1 worker: {count} in {elapsed:.1f}s = "
+        f"{count / elapsed:,.0f} events/s; {last.get('sent.profile_changes', 0)} card changes"
+    )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000)

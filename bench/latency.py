@@ -1,0 +1,99 @@
+"""Latency from an event's send to its card change on `cdp.profile-changes`.
+
+Sends events at a steady rate for a while: half carry a CustomerId (one hop to
+the profile), half only a device link (through the identity agent), each for
+its own profile, so each event yields one profile-change record under a known
+key. Reads `cdp.profile-changes` alongside and prints p50 / p99 / max.
+
+    python -m bench.latency [RATE] [SECONDS]
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from app.producer import ChannelProducer
+from bench.harness import embedded_bench
+
+
+def event(n: int) -> tuple[str, bytes]:
+    ts = datetime.now(UTC).isoformat()
+    if n % 2:
+        key = f"C-{n}"
+        body = {"type": "tag", "customer_id": key, "tag": "bench"}
+    else:
+        key = f"~device:lat-{n}"
+        body = {
+            "type": "product_view",
+            "link": {"name": "device", "value": f"lat-{n}"},
+            "product_id": "P-1",
+            "category": "shoes",
+        }
+    return key, orjson.dumps({"event_id": f"lat-{n}", "ts": ts, "channel": "app", **body})
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(rate: float = 2000, seconds: float = 20) -> None:
+    with embedded_bench() as bench:
+        worker = bench.worker().start()
+        worker.wait_ready()
+        topic = bench.topics.profile_changes.name
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bench.bootstrap,
+                "group.id": "latency",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(bench.topics.partitions)])
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        done = threading.Event()
+
+        def read() -> None:
+            while not done.is_set():
+                for msg in consumer.consume(500, 0.1):
+                    if msg.error() is None and (t0 := sent.pop(msg.key().decode(), None)):
+                        latencies.append(time.perf_counter() - t0)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        producer = ChannelProducer(bench.bootstrap, bench.topics)
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        for n in range(total):
+            while time.perf_counter() < start + n / rate:
+                time.sleep(0.0005)
+            key, raw = event(n)
+            sent[key] = time.perf_counter()
+            producer.produce(*producer.prepare(raw))
+        producer.flush()
+        deadline = time.perf_counter() + 120
+        while sent and time.perf_counter() < deadline:
+            time.sleep(0.2)
+        done.set()
+        reader.join()
+        consumer.close()
+        worker.stop()
+    got = len(latencies)
+    ms = [x * 1000 for x in latencies]
+    print(
+        f"send -> cdp.profile-changes at {rate:,.0f} events/s for {seconds:.0f}s, 1 worker: "
+        f"{got}/{total} arrived; p50 {percentile(ms, 0.5):,.0f} ms, "
+        f"p99 {percentile(ms, 0.99):,.0f} ms, max {max(ms):,.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    args = [float(a) for a in sys.argv[1:]]
+    main(*args)
