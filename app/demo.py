@@ -67,7 +67,7 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         stats = wait_for_intake(worker, len(events) + len(BAD_RECORDS))
         print_intake(stats, customers, len(events))
         step("resolving identities and folding cards")
-        wait_for_quiet(worker)
+        worker.wait_until_quiet()
         customer_ids = sorted({e.customer_id for e in events if e.customer_id is not None})
         print_cards(worker, customer_ids)
         if not keep:
@@ -113,22 +113,6 @@ def wait_for_intake(worker: WorkerProcess, expected: int, timeout: float = 60.0)
             if time.monotonic() > deadline or not worker.alive():
                 raise WorkerFailed(f"worker took in {done}/{expected}:\n{worker.log_tail()}")
             time.sleep(0.2)
-
-
-def wait_for_quiet(worker: WorkerProcess, timeout: float = 60.0, quiet: float = 1.5) -> None:
-    """Wait until the worker's agents have handled nothing new for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        _, stats = worker.get("/stats")
-        handled = {k: v for k, v in stats["agents"].items() if not k.startswith("timer.")}
-        if handled != last:
-            last, since = handled, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-        time.sleep(0.2)
-    raise WorkerFailed(f"the worker was still busy after {timeout:.0f}s:\n{worker.log_tail()}")
 
 
 def print_cards(worker: WorkerProcess, customer_ids: list[str]) -> None:

@@ -134,6 +134,25 @@ class WorkerProcess:
             time.sleep(0.2)
         raise WorkerFailed(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
+    def wait_until_quiet(self, quiet: float = 1.5, timeout: float = 60.0) -> float:
+        """Wait until the agents have handled nothing new for `quiet` seconds.
+
+        Returns the monotonic time of the last change seen; raises WorkerFailed
+        after `timeout`.
+        """
+        deadline = time.monotonic() + timeout
+        last: object = None
+        changed_at = time.monotonic()
+        while time.monotonic() < deadline:
+            _, stats = self.get("/stats")
+            handled = {k: v for k, v in stats["agents"].items() if not k.startswith("timer.")}
+            if handled != last:
+                last, changed_at = handled, time.monotonic()
+            elif time.monotonic() - changed_at >= quiet:
+                return changed_at
+            time.sleep(0.1)
+        raise WorkerFailed(f"the worker was still busy after {timeout:.0f}s:\n{self.log_tail()}")
+
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful stop (SIGTERM, then SIGKILL after `timeout`); idempotent."""
         if self._proc is not None:

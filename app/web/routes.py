@@ -91,8 +91,10 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: IntakeSt
             settings.now(),
         )
 
-    @app.page("/links/{name}/{value}")
-    async def link_owner(web: View, request: Request, name: str, value: str) -> Response:
+    async def link_answer(
+        web: View, request: Request, name: str, value: str
+    ) -> Response | dict[str, Any]:
+        """The link's owner record if this worker holds it, else the response to return."""
         try:
             key = link_of(name, value)
         except InvalidLink as exc:
@@ -102,21 +104,20 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: IntakeSt
         record = owner_record(name, key)
         if record is None:
             return not_found(web, f"no profile has link {key}")
-        return web.json(record)
+        return record
+
+    @app.page("/links/{name}/{value}")
+    async def link_owner(web: View, request: Request, name: str, value: str) -> Response:
+        answer = await link_answer(web, request, name, value)
+        return web.json(answer) if isinstance(answer, dict) else answer
 
     @app.page("/links/{name}/{value}/card")
     async def link_card(web: View, request: Request, name: str, value: str) -> Response:
-        try:
-            key = link_of(name, value)
-        except InvalidLink as exc:
-            return invalid(web, exc)
-        if (forwarded := await elsewhere(tables.links, key, web, request)) is not None:
-            return forwarded
-        record = owner_record(name, key)
-        if record is None:
-            return not_found(web, f"no profile has link {key}")
+        answer = await link_answer(web, request, name, value)
+        if not isinstance(answer, dict):
+            return answer
         # the card lives with the profile, maybe on another worker: ask for it there
-        return web.json(await card_anywhere(record["profile_id"]))
+        return web.json(await card_anywhere(answer["profile_id"]))
 
     async def card_anywhere(profile_id: str) -> dict[str, Any]:
         """The card of `profile_id` from whichever worker holds it (empty card if none)."""
