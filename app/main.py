@@ -10,6 +10,7 @@ import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from app.agents import identity, intake, profiles
+from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
 from app.settings import Settings
 from app.topics import load_topics
@@ -82,7 +83,7 @@ def create_app(settings: Settings) -> faust.App:
         set_fetch_max_wait(settings.fetch_max_wait_ms)
     channels = Channels.declare(app, topics)
     tables = Tables.declare(app, topics)
-    stats = intake.IntakeStats()
+    stats = WorkerStats()
     intake.register(app, channels, settings, stats)
     identity.register(app, channels, tables, settings, stats)
     profiles.register(app, channels, tables, settings, stats)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import faust
 
-from app.agents.intake import IntakeStats
 from app.agents.outbox import send_outs
+from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
 from app.domain.identity import (
     guard_state_from_json,
@@ -24,7 +24,7 @@ from app.settings import Settings
 
 
 def register(
-    app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: IntakeStats
+    app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: WorkerStats
 ) -> None:
     """Register the guard and identity agents on `app`."""
     limits = settings.guard_limits()

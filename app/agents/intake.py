@@ -9,14 +9,13 @@ dead-letter topic unchanged, with the reason and its origin in headers (see
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import faust
 from faust.types import EventT
 
 from app.agents.outbox import send_outs
+from app.agents.stats import WorkerStats
 from app.channels import Channels
 from app.domain.resolution import route_accepted
 from app.events import InvalidEvent, accept_record, event_to_json
@@ -25,25 +24,6 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 REASON_HEADER = "cdp.reason"
-
-
-@dataclass
-class IntakeStats:
-    """What this worker process has taken in (in memory; for /stats and the demo)."""
-
-    accepted: Counter[str] = field(default_factory=Counter)
-    rejected: int = 0
-    agents: Counter[str] = field(default_factory=Counter)
-    recent_rejections: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=50))
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "accepted": dict(self.accepted),
-            "accepted_total": sum(self.accepted.values()),
-            "rejected": self.rejected,
-            "recent_rejections": list(self.recent_rejections),
-            "agents": dict(sorted(self.agents.items())),
-        }
 
 
 def dead_letter_headers(
@@ -59,7 +39,7 @@ def dead_letter_headers(
     ]
 
 
-def register(app: faust.App, channels: Channels, settings: Settings, stats: IntakeStats) -> None:
+def register(app: faust.App, channels: Channels, settings: Settings, stats: WorkerStats) -> None:
     """Register the intake agent on `app`."""
 
     async def reject(record: EventT, reason: str) -> None:

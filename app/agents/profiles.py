@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 
 import faust
 
-from app.agents.intake import IntakeStats
 from app.agents.outbox import send_outs
+from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
 from app.domain.profile import profile_state_from_json, profile_state_to_json
 from app.domain.resolution import ProfileIdentity, profile_ops_step
@@ -34,7 +34,7 @@ CHECK_AGAIN_AFTER = 30.0
 
 
 def register(
-    app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: IntakeStats
+    app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: WorkerStats
 ) -> None:
     """Register the profile agent and the cart timer on `app`."""
     card_settings = settings.card_settings()

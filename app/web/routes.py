@@ -16,7 +16,7 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 
 from app import __version__
-from app.agents.intake import IntakeStats
+from app.agents.stats import WorkerStats
 from app.channels import Tables
 from app.domain.identity import anonymous_profile_id, link_state_from_json
 from app.domain.links import InvalidLink, link_key, normalize_link
@@ -25,7 +25,7 @@ from app.domain.resolution import ProfileIdentity, card_of
 from app.settings import Settings
 
 
-def register(app: faust.App, settings: Settings, tables: Tables, stats: IntakeStats) -> None:
+def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerStats) -> None:
     """Register the routes on `app`'s web server."""
 
     def assigned() -> list[str]:
