@@ -18,6 +18,7 @@ from faust.web import Request, Response, View
 from app import __version__
 from app.agents.stats import WorkerStats
 from app.channels import Tables
+from app.domain.card import filter_activity
 from app.domain.identity import anonymous_profile_id, link_state_from_json
 from app.domain.links import InvalidLink, link_key, normalize_link
 from app.domain.profile import profile_state_from_json
@@ -117,7 +118,7 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         if not isinstance(answer, dict):
             return answer
         # the card lives with the profile, maybe on another worker: ask for it there
-        return web.json(await card_anywhere(answer["profile_id"]))
+        return card_response(web, request, await card_anywhere(answer["profile_id"]))
 
     async def card_anywhere(profile_id: str) -> dict[str, Any]:
         """The card of `profile_id` from whichever worker holds it (empty card if none)."""
@@ -134,6 +135,13 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
             else card_of(None, None, profile_id, settings.card_settings(), settings.now())
         )
 
+    def card_response(web: View, request: Request, card: dict[str, Any]) -> Response:
+        """The card, its activity narrowed to `?activity=order,mailing,...` when asked."""
+        if wanted := request.query.get("activity"):
+            categories = [c.strip() for c in wanted.split(",") if c.strip()]
+            card = {**card, "activity": filter_activity(card.get("activity", []), categories)}
+        return web.json(card)
+
     @app.page("/customers/{customer_id}")
     async def customer_card(web: View, request: Request, customer_id: str) -> Response:
         if (forwarded := await elsewhere(tables.profiles, customer_id, web, request)) is not None:
@@ -141,14 +149,14 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         card = local_card(customer_id)
         if card is None:
             return not_found(web, f"no customer {customer_id}")
-        return web.json(card)
+        return card_response(web, request, card)
 
     @app.page("/profiles/{profile_id}/card")
     async def profile_card(web: View, request: Request, profile_id: str) -> Response:
         """The card of any profile, anonymous ones too (empty when it holds nothing)."""
         if (forwarded := await elsewhere(tables.profiles, profile_id, web, request)) is not None:
             return forwarded
-        return web.json(await card_anywhere(profile_id))
+        return card_response(web, request, await card_anywhere(profile_id))
 
     @app.page("/customers/{customer_id}/links")
     async def customer_links(web: View, request: Request, customer_id: str) -> Response:

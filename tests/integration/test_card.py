@@ -242,3 +242,83 @@ def test_abandoned_cart_is_announced_once_and_survives_a_restart(
     # C-6 bought what was in the cart: never abandoned; C-5 is not announced twice
     time.sleep(3)
     assert [r["profile_id"] for r in abandoned()] == ["C-5"]
+
+
+def test_card_command_and_activity_filter(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    import subprocess
+    import sys
+
+    worker = start_worker()
+    send(
+        broker,
+        isolated,
+        [
+            make_identify(
+                customer_id="C-3",
+                links={"email": "Ann@X.pl"},
+                attributes={"first_name": "Ann", "last_name": "Nowak"},
+                event_id="i-3",
+            ),
+            make_receipt(receipt_id="R-31", total=42.0, customer_id="C-3", event_id="r-31"),
+            make_event("tag", customer_id="C-3", tag="vip", event_id="t-31"),
+        ],
+    )
+    eventually(lambda: assert_equal(owner_card_receipts(worker, "/customers/C-3"), ["R-31"]))
+
+    orders = card_of(worker, "/customers/C-3?activity=order")["activity"]
+    assert [entry["category"] for entry in orders] == ["order"]
+    both = card_of(worker, "/customers/C-3?activity=order,tag")["activity"]
+    assert sorted(entry["category"] for entry in both) == ["order", "tag"]
+
+    def cardstream(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app", "card", *args, "--worker", worker.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    shown = cardstream("C-3")
+    assert shown.returncode == 0, shown.stderr
+    assert "Ann Nowak" in shown.stdout
+    assert "Receipts (1)" in shown.stdout and "R-31" in shown.stdout
+    assert "\x1b[" not in shown.stdout  # not a terminal: no colours
+    by_link = cardstream("--link", "email=ANN@x.pl")
+    assert by_link.returncode == 0 and "R-31" in by_link.stdout
+    as_json = cardstream("C-3", "--json")
+    assert orjson.loads(as_json.stdout)["summary"]["receipts_total"] == 42.0
+    unknown = cardstream("C-404")
+    assert unknown.returncode == 1 and "unknown customer C-404" in unknown.stderr
+
+
+def test_interest_expires_by_the_clock_and_survives_a_restart(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker(interest_days=30)
+    viewed = datetime.now(UTC) - timedelta(days=1)
+    send(
+        broker,
+        isolated,
+        [
+            make_event(
+                "category_view",
+                customer_id="C-4",
+                category="outerwear",
+                event_id="cv-1",
+                ts=viewed.isoformat(),
+            ),
+        ],
+    )
+    eventually(
+        lambda: assert_equal(
+            [i["category"] for i in card_of(worker, "/customers/C-4")["interests"]], ["outerwear"]
+        )
+    )
+    worker.stop()
+    # 40 days later, on the same state: the view is older than the 30-day window
+    later = start_worker(data_dir_of=worker, interest_days=30, clock_offset_seconds=40 * 86400)
+    card = card_of(later, "/customers/C-4")
+    assert card["interests"] == []
+    assert [a["kind"] for a in card["activity"]] == ["category_view"]  # the fact itself stays

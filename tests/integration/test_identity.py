@@ -325,3 +325,10 @@ def test_shuffled_stream_through_two_workers(
             assert body["customer_id"] == customer, (name, value)
         for customer in expected:
             assert facts_of(worker, f"~device:dev-{int(customer[2:]) - 1000:04d}") == {}
+            # the card too, from either worker, whichever holds it (2 receipts per story)
+            status, card = worker.get(f"/customers/{customer}")
+            assert status == 200 and card["summary"]["receipts_count"] == 2, customer
+    for name, value, customer in links:  # a link's card may live on the other worker
+        for worker in (first, second):
+            status, card = worker.get(f"/links/{quote(name, safe='')}/{quote(value, safe='')}/card")
+            assert status == 200 and card["customer_id"] == customer, (name, value)
