@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -21,24 +22,42 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from app.domain.links import InvalidLink, link_key, normalize_link
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: No control characters (a NUL or an escape in an id is an integration bug, not an id).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_PRINTABLE)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: Amounts above a trillion are corrupt input, and would overflow the card's sums.
+Money = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
 Quantity = Annotated[int, Field(ge=1, le=100_000)]
-AttributeValue = Annotated[str, StringConstraints(max_length=1000)] | int | float | bool | None
+AttributeValue = (
+    Annotated[str, StringConstraints(max_length=1000)]
+    | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
 
 #: Event times outside this range are rejected as corrupt (a clock at 1970, a typo'd year).
 EARLIEST_TS = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
 LATEST_TS = datetime.fromisoformat("2100-01-01T00:00:00+00:00")
+
+
+def _plausible_time(ts: datetime) -> datetime:
+    if not EARLIEST_TS <= ts < LATEST_TS:
+        raise ValueError(f"time {ts.isoformat()} is outside 2000-01-01 .. 2100-01-01")
+    return ts
+
+
+#: An aware datetime in 2000..2100: event times and every other time an event carries.
+EventTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
 
 
 class _Model(BaseModel):
@@ -56,16 +75,9 @@ class Link(_Model):
 
 class _Envelope(_Model):
     event_id: Id = Field(description="Unique per event; duplicates are recognised by it")
-    ts: AwareDatetime = Field(description="When it happened, ISO 8601 with an offset")
+    ts: EventTime = Field(description="When it happened, ISO 8601 with an offset")
     channel: Id = Field(description="The sending system: website, app, store, call_center, ...")
     customer_id: Id | None = Field(None, description="The master system's stable CustomerId")
-
-    @field_validator("ts")
-    @classmethod
-    def _plausible_time(cls, ts: datetime) -> datetime:
-        if not EARLIEST_TS <= ts < LATEST_TS:
-            raise ValueError(f"event time {ts.isoformat()} is outside 2000-01-01 .. 2100-01-01")
-        return ts
 
 
 class _Behaviour(_Envelope):
@@ -217,8 +229,8 @@ class Bonus(_Behaviour):
     bonus_id: Id
     action: Literal["accrued", "activated", "deactivated"]
     amount: Money
-    activates_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    activates_at: EventTime | None = None
+    expires_at: EventTime | None = None
 
 
 class Tag(_Behaviour):

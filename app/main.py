@@ -74,6 +74,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval,
         recovery_consistency_check=settings.recovery_consistency_check,
         consumer_auto_offset_reset="earliest",
+        # room to dead-letter an input record of the broker's 1 MB default plus headers
+        producer_max_request_size=topics.dead_letter.max_message_bytes or 1_048_576,
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,

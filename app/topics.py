@@ -30,10 +30,14 @@ class TopicSpec:
     key: str
     value_schema: str
     description: str
+    max_message_bytes: int | None = None
 
     def configs(self) -> dict[str, str]:
         """The topic configs `topics apply` sets and checks."""
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        configs = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        if self.max_message_bytes is not None:
+            configs["max.message.bytes"] = str(self.max_message_bytes)
+        return configs
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ def load_topics(path: Path | None = None) -> Topics:
                 key=entry["key"],
                 value_schema=entry["value_schema"],
                 description=entry.get("description", ""),
+                max_message_bytes=entry.get("max_message_bytes"),
             )
         except KeyError as exc:
             raise TopicsFileError(f"{path}: a [[topic]] lacks {exc.args[0]!r}: {entry}") from exc

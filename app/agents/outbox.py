@@ -1,13 +1,19 @@
-"""Sending what a domain step returned: encode each `Out` and send it to its topic."""
+"""Sending what a domain step returned, and dead-lettering what could not be handled."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from datetime import UTC, datetime
+
+from faust.types import EventT
 
 from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.channels import Channels
 from app.domain.resolution import Out
 from app.ops import encode_op
+
+log = logging.getLogger(__name__)
 
 
 def encode_out(out: Out) -> bytes:
@@ -29,3 +35,49 @@ async def send_outs(channels: Channels, outs: list[Out], counters: Counter[str])
             value=encode_out(out),
             headers=list(out.headers) if out.headers else None,
         )
+
+
+REASON_HEADER = "cdp.reason"
+
+
+def dead_letter_headers(
+    topic: str, partition: int, offset: int, reason: str, now: datetime
+) -> list[tuple[str, bytes]]:
+    """Headers that say why and from where a record was rejected."""
+    return [
+        (REASON_HEADER, reason.encode()),
+        ("cdp.source-topic", topic.encode()),
+        ("cdp.source-partition", str(partition).encode()),
+        ("cdp.source-offset", str(offset).encode()),
+        ("cdp.rejected-at", now.isoformat().encode()),
+    ]
+
+
+async def send_dead_letter(channels: Channels, record: EventT, reason: str) -> None:
+    """Send `record` unchanged (key, value) to the dead-letter topic with `reason`."""
+    msg = record.message
+    await channels.dead_letter.send(
+        key=msg.key,
+        value=msg.value if msg.value is not None else b"",
+        headers=dead_letter_headers(
+            msg.topic, msg.partition, msg.offset, reason, datetime.now(UTC)
+        ),
+    )
+
+
+async def dead_letter_failure(
+    channels: Channels, counters: Counter[str], agent: str, record: EventT, exc: Exception
+) -> None:
+    """A step raised: keep the message (dead-lettered with the error) and carry on.
+
+    Bugs must not lose input nor stop an agent; the log has the traceback.
+    """
+    counters[f"{agent}.failed"] += 1
+    log.exception(
+        "%s could not handle %s[%s]@%s",
+        agent,
+        record.message.topic,
+        record.message.partition,
+        record.message.offset,
+    )
+    await send_dead_letter(channels, record, f"internal error in {agent}: {exc!r}"[:1000])

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 import faust
 
-from app.agents.outbox import send_outs
+from app.agents.outbox import dead_letter_failure, send_outs
 from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
 from app.domain.profile import profile_state_from_json, profile_state_to_json
@@ -55,27 +55,30 @@ def register(
     @app.agent(channels.profile_ops, name="profiles")
     async def profiles(stream: faust.StreamT[bytes]) -> None:
         async for record in stream.events():
-            profile_id = record.message.key.decode()
-            op = decode_op(record.message.value)
-            stats.agents[f"profiles.{op.kind}"] += 1
-            raw_state = tables.profiles.get(profile_id)
-            raw_identity = tables.profile_identity.get(profile_id)
-            state = profile_state_from_json(raw_state) if raw_state else None
-            identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
-            outcome = profile_ops_step(
-                state, identity, profile_id, op, card_settings, settings.now()
-            )
-            if outcome.state != state:
-                tables.profiles[profile_id] = profile_state_to_json(outcome.state)
-            if outcome.identity is not None and outcome.identity != identity:
-                tables.profile_identity[profile_id] = outcome.identity.to_json()
-            deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None
-            if deadline != tables.cart_deadlines.get(profile_id):
-                if deadline is None:
-                    del tables.cart_deadlines[profile_id]
-                else:
-                    tables.cart_deadlines[profile_id] = deadline
-            await send_outs(channels, outs=outcome.outs, counters=stats.agents)
+            try:
+                profile_id = record.message.key.decode()
+                op = decode_op(record.message.value)
+                stats.agents[f"profiles.{op.kind}"] += 1
+                raw_state = tables.profiles.get(profile_id)
+                raw_identity = tables.profile_identity.get(profile_id)
+                state = profile_state_from_json(raw_state) if raw_state else None
+                identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
+                outcome = profile_ops_step(
+                    state, identity, profile_id, op, card_settings, settings.now()
+                )
+                if outcome.state != state:
+                    tables.profiles[profile_id] = profile_state_to_json(outcome.state)
+                if outcome.identity is not None and outcome.identity != identity:
+                    tables.profile_identity[profile_id] = outcome.identity.to_json()
+                deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None
+                if deadline != tables.cart_deadlines.get(profile_id):
+                    if deadline is None:
+                        del tables.cart_deadlines[profile_id]
+                    else:
+                        tables.cart_deadlines[profile_id] = deadline
+                await send_outs(channels, outs=outcome.outs, counters=stats.agents)
+            except Exception as exc:  # keep the message, keep the agent
+                await dead_letter_failure(channels, stats.agents, "profiles", record, exc)
 
     @app.timer(interval=settings.cart_check_interval)
     async def carts_due() -> None:

@@ -35,6 +35,8 @@ def normalize_link(name: str, value: str, default_region: str = "PL") -> str:
             number = phonenumbers.parse(value, default_region)
         except phonenumbers.NumberParseException as exc:
             raise InvalidLink(f"phone {value!r} is not a phone number: {exc}") from None
+        if not phonenumbers.is_possible_number(number):
+            raise InvalidLink(f"phone {value!r} has no possible phone number's length")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return value
 

@@ -46,7 +46,7 @@ from app.domain.identity import (
     release,
     split_claimable,
 )
-from app.domain.links import DEFAULT_BLOCKED_VALUES, link_key
+from app.domain.links import DEFAULT_BLOCKED_VALUES, is_blocked, link_key
 from app.domain.profile import (
     ProfileState,
     absorb_facts,
@@ -108,20 +108,27 @@ def route_accepted(
 
     Identify with a CustomerId -> the guard of that customer. Anything else with
     a CustomerId -> that customer's profile. Link-only events -> the identity
-    agent of each usable link. Raises InvalidEvent when no usable identifier is
-    left (only blocked link values such as "null" and no CustomerId).
+    agent of each usable link. A blocked placeholder CustomerId ("null", "-1",
+    ...: a cached integration response) counts as none. Raises InvalidEvent when
+    no usable identifier is left.
     """
-    if event.customer_id is not None:
+    customer_id = event.customer_id
+    refused: dict[str, str] = {}
+    if customer_id is not None and is_blocked(customer_id, blocked):
+        refused["customer_id"], customer_id = customer_id, None
+    if customer_id is not None:
         if isinstance(event, Identify):
-            return [Out("guard_ops", event.customer_id, CheckIdentify(event_json))]
-        return [Out("profile_ops", event.customer_id, AddFact(event_json, via=None))]
+            return [Out("guard_ops", customer_id, CheckIdentify(event_json))]
+        return [Out("profile_ops", customer_id, AddFact(event_json, via=None))]
     links = event.links if isinstance(event, Identify) else {}
     if not isinstance(event, Identify) and event.link is not None:
         links = {event.link.name: event.link.value}
-    usable, refused = split_claimable(links, blocked)
+    usable, blocked_links = split_claimable(links, blocked)
     if not usable:
-        shown = ", ".join(f"{n}={v!r}" for n, v in refused.items())
-        raise InvalidEvent(f"links: only blocked placeholder values ({shown}) and no customer_id")
+        shown = ", ".join(f"{n}={v!r}" for n, v in {**refused, **blocked_links}.items())
+        raise InvalidEvent(
+            f"no usable identifier: only blocked placeholder values ({shown or 'none'})"
+        )
     return [Out("identity_ops", link_key(n, v), ResolveLink(event_json)) for n, v in usable.items()]
 
 

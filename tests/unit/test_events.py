@@ -133,3 +133,23 @@ def test_event_key_prefers_customer_id_then_link() -> None:
     )
     anonymous_identify = make_identify(customer_id=None, links={"device": " d-9 "})
     assert event_key(accept_record(as_json(anonymous_identify), "PL")) == "device:d-9"
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_attributes_refuse_nan_and_infinity(token: bytes) -> None:
+    raw = as_json(make_identify())[:-1] + b',"attributes":{"score":' + token + b"}}"
+    with pytest.raises(InvalidEvent, match=r"identify\.attributes\.score"):
+        parse_event(raw)
+
+
+def test_a_huge_integer_attribute_is_kept_as_a_number_the_state_can_store() -> None:
+    from app.domain.profile import ProfileState, fold_event, profile_state_to_json
+
+    raw = as_json(make_identify(attributes={"score": 1})).replace(
+        b'"score":1', b'"score":' + b"9" * 30
+    )
+    event = parse_event(raw)
+    assert isinstance(event, Identify)
+    assert event.attributes["score"] == pytest.approx(1e30)
+    state = fold_event(ProfileState("C-1"), event, None).state
+    assert profile_state_to_json(state)  # used to raise: integer exceeds 64-bit range

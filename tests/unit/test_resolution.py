@@ -87,6 +87,20 @@ def test_blocked_values_are_skipped_and_alone_rejected() -> None:
         route_accepted(only_blocked, text)
 
 
+@pytest.mark.parametrize("placeholder", ["null", "undefined", "-1", "0", "   "])
+def test_a_placeholder_customer_id_counts_as_none(placeholder: str) -> None:
+    # a cached integration response must not become a customer collecting everyone
+    with_link, text = accepted(make_receipt(customer_id=placeholder, link=LOYALTY))
+    assert route_accepted(with_link, text) == [
+        Out("identity_ops", "loyalty_card:7001", ResolveLink(text))
+    ]
+    alone, text = accepted(make_event("tag", customer_id=placeholder, tag="vip"))
+    with pytest.raises(InvalidEvent, match=r"no usable identifier.*customer_id="):
+        route_accepted(alone, text)
+    identify, text = accepted(make_identify(customer_id=placeholder, links={"device": "d-1"}))
+    assert route_accepted(identify, text) == [Out("identity_ops", "device:d-1", ResolveLink(text))]
+
+
 # --------------------------------------------------------------------------- guard
 
 

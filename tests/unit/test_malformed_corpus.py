@@ -1,0 +1,69 @@
+"""The malformed-input corpus stays honest: every case is rejected, with the reason it promises.
+
+Runs each record of `tests.fixtures.malformed.MALFORMED` through what the
+intake agent runs (`accept_record`, then `route_accepted` for events that
+validate but carry no usable identifier), without a broker.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app.domain.links import DEFAULT_BLOCKED_VALUES
+from app.domain.resolution import route_accepted
+from app.events import InvalidEvent, accept_record, event_to_json
+from tests.fixtures.malformed import MALFORMED, MalformedCase
+
+#: Cases whose JSON pydantic reads (NaN, Infinity, a 400-digit number) but orjson does not.
+NOT_STRICT_JSON = frozenset({"nan_literal", "infinity_literal", "number_too_big_for_a_float"})
+
+
+def rejection_reason(value: bytes) -> str | None:
+    """The reason the intake agent gives for `value`, or None when it would accept it."""
+    try:
+        event = accept_record(value, "PL")
+        route_accepted(event, event_to_json(event).decode(), DEFAULT_BLOCKED_VALUES)
+    except InvalidEvent as exc:
+        return exc.reason
+    return None
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[case.name for case in MALFORMED])
+def test_every_case_is_rejected_with_its_reason(case: MalformedCase) -> None:
+    reason = rejection_reason(case.value)
+    assert reason is not None, f"{case.name} was accepted"
+    assert case.reason in reason, f"{case.name}: {reason!r}"
+
+
+def test_case_names_and_values_are_unique() -> None:
+    """The integration test finds each dead letter by its bytes, so no two cases may share them."""
+    assert len({case.name for case in MALFORMED}) == len(MALFORMED)
+    assert len({case.value for case in MALFORMED}) == len(MALFORMED)
+
+
+def test_the_corpus_covers_both_input_topics_and_odd_keys() -> None:
+    assert {case.role for case in MALFORMED} == {"events", "identify"}
+    keys = {case.key for case in MALFORMED}
+    assert None in keys and b"" in keys
+    assert any(key is not None and not key.isascii() for key in keys)
+
+
+def test_the_huge_case_is_about_a_megabyte_yet_fits_a_record() -> None:
+    """About 1 MB, but below the 1,000,000-byte record limit of the producers."""
+    [huge] = [case for case in MALFORMED if case.name == "huge_name_1mb"]
+    # as large as the producer sends (1,000,000 bytes): the dead-letter topic takes
+    # it with its reason headers on top (max.message.bytes 2 MiB there)
+    assert 999_000 < len(huge.value) < 1_000_000
+
+
+def test_cases_that_must_fail_after_parsing_do_parse() -> None:
+    """Cases about a field's value are JSON objects: the validator speaks, not the parser."""
+    field_cases = [
+        case for case in MALFORMED if not case.reason.startswith(("Invalid JSON", "event"))
+    ]
+    assert len(field_cases) > 30
+    for case in field_cases:
+        if case.name in NOT_STRICT_JSON:
+            continue  # not strict JSON, but pydantic's parser reads them as numbers
+        assert isinstance(orjson.loads(case.value), dict), case.name
