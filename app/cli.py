@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from app.settings import Settings
 from app.topics import Topics, TopicsFileError, load_topics
+
+if TYPE_CHECKING:
+    from app.deadletters import DeadLetter
 
 
 def _settings(**overrides: object) -> Settings:
@@ -280,6 +284,171 @@ def identity_release(
     if failures:
         raise click.ClickException(f"release not delivered: {failures[0]}")
     click.echo(f"release of {customer_id} sent to the workers of app {settings.app_id}")
+
+
+@main.group("dead-letter")
+def dead_letter() -> None:
+    """Rejected records: list them with the reason, replay them to their input topic."""
+
+
+def _dead_letter_filters(command: Callable[..., None]) -> Callable[..., None]:
+    """The selection options `dead-letter list` and `replay` share."""
+    for option in reversed(
+        [
+            bootstrap_option,
+            click.option("--reason", default=None, help="Only letters whose reason contains TEXT"),
+            click.option(
+                "--topic",
+                default=None,
+                help="Only letters from this source topic (`identify` / `events` name the inputs)",
+            ),
+            click.option(
+                "--id",
+                "ids",
+                multiple=True,
+                metavar="PARTITION:OFFSET",
+                help="Only this dead letter (as `list` prints it); repeatable",
+            ),
+            click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N"),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _read_letters(settings: Settings, topics: Topics) -> list[DeadLetter]:
+    """Every dead letter (ClickException when they cannot be read)."""
+    from app.deadletters import DeadLetterError, read_dead_letters
+
+    try:
+        return read_dead_letters(settings.bootstrap, topics)
+    except DeadLetterError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@dead_letter.command("list")
+@_dead_letter_filters
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (value as text, or base64)")
+def dead_letter_list(
+    bootstrap: str | None,
+    reason: str | None,
+    topic: str | None,
+    ids: tuple[str, ...],
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Print what was rejected, where it came from, when and why (oldest first).
+
+    Each letter is named PARTITION:OFFSET in the dead-letter topic; `replay --id`
+    and the fixes file of `replay --fixed` use that name.
+    """
+    from app.deadletters import format_letter, letter_json, resolve_topic_filter, select_letters
+
+    settings = _settings(bootstrap=bootstrap)
+    topics = _topics(settings)
+    letters = select_letters(
+        _read_letters(settings, topics),
+        reason=reason,
+        source_topic=resolve_topic_filter(topic, topics),
+        ids=ids,
+        limit=limit,
+    )
+    for letter in letters:
+        click.echo(letter_json(letter).decode() if as_json else format_letter(letter))
+    if not as_json:
+        click.echo(f"{len(letters)} dead letter(s) in {topics.dead_letter.name}", err=True)
+
+
+@dead_letter.command("replay")
+@_dead_letter_filters
+@click.option(
+    "--fixed",
+    "fixed_file",
+    type=click.File("rb"),
+    default=None,
+    help="JSON lines of fixed events; replay only those (format: app/deadletters.py)",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send nothing")
+def dead_letter_replay(
+    bootstrap: str | None,
+    reason: str | None,
+    topic: str | None,
+    ids: tuple[str, ...],
+    limit: int | None,
+    fixed_file: BinaryIO | None,
+    dry_run: bool,
+) -> None:
+    """Re-send dead letters to their input topic, unchanged or fixed.
+
+    Without --fixed every selected letter's original key and bytes go back to
+    its source topic (only the identify and events topics; others are refused).
+    With --fixed FILE only the letters FILE fixes are sent, each fix validated
+    first (a fix still invalid is reported, not sent). FILE holds JSON lines:
+    {"dead_letter": "P:O", "event": {fixed event}}, or a bare fixed event that
+    has the letter's event_id. A record the worker rejects again lands in the
+    dead-letter topic again. Safe to repeat: folds are idempotent by event_id,
+    so a record replayed twice never changes a card twice. Exits 1 if anything
+    was not sent.
+    """
+    from app.admin import BrokerUnreachable, admin_client
+    from app.deadletters import (
+        FixesFileError,
+        parse_fixes,
+        replay,
+        resolve_topic_filter,
+        select_letters,
+    )
+
+    settings = _settings(bootstrap=bootstrap)
+    topics = _topics(settings)
+    fixes = None
+    fixes_name = getattr(fixed_file, "name", "-")
+    if fixed_file is not None:
+        try:
+            fixes = parse_fixes(fixed_file)
+        except FixesFileError as exc:
+            for problem in exc.problems:
+                click.echo(f"{fixes_name}: {problem}", err=True)
+            raise click.ClickException(
+                f"{fixes_name}: {len(exc.problems)} bad line(s); nothing sent"
+            ) from exc
+    if not dry_run:
+        try:
+            admin_client(settings.bootstrap)
+        except BrokerUnreachable as exc:
+            raise click.ClickException(str(exc)) from exc
+    every = _read_letters(settings, topics)
+    unmatched = fixes.unmatched(every) if fixes is not None else []
+    for problem in unmatched:
+        click.echo(f"{fixes_name}: {problem}", err=True)
+    letters = select_letters(
+        every,
+        reason=reason,
+        source_topic=resolve_topic_filter(topic, topics),
+        ids=ids,
+    )
+    if fixes is not None:
+        letters = [letter for letter in letters if fixes.fix_for(letter) is not None]
+    report = replay(
+        settings.bootstrap,
+        topics,
+        letters[:limit],
+        fixes,
+        default_region=settings.default_phone_region,
+        dry_run=dry_run,
+        progress=click.echo,
+    )
+    for problem in report.problems:
+        click.echo(f"not sent: {problem}", err=True)
+    for failure in report.delivery_failures:
+        click.echo(f"not delivered: {failure}", err=True)
+    verb = "would send" if dry_run else "sent"
+    click.echo(
+        f"{verb} {len(report.sent)} record(s), {len(report.problems)} not sent"
+        + (f", {len(unmatched)} fix(es) matched no dead letter" if unmatched else "")
+    )
+    if not report.ok or unmatched:
+        sys.exit(1)
 
 
 @main.command()

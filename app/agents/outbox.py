@@ -10,6 +10,13 @@ from faust.types import EventT
 
 from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.channels import Channels
+from app.deadletters import (
+    REASON_HEADER,
+    REJECTED_AT_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+)
 from app.domain.resolution import Out
 from app.ops import encode_op
 
@@ -37,19 +44,16 @@ async def send_outs(channels: Channels, outs: list[Out], counters: Counter[str])
         )
 
 
-REASON_HEADER = "cdp.reason"
-
-
 def dead_letter_headers(
     topic: str, partition: int, offset: int, reason: str, now: datetime
 ) -> list[tuple[str, bytes]]:
     """Headers that say why and from where a record was rejected."""
     return [
         (REASON_HEADER, reason.encode()),
-        ("cdp.source-topic", topic.encode()),
-        ("cdp.source-partition", str(partition).encode()),
-        ("cdp.source-offset", str(offset).encode()),
-        ("cdp.rejected-at", now.isoformat().encode()),
+        (SOURCE_TOPIC_HEADER, topic.encode()),
+        (SOURCE_PARTITION_HEADER, str(partition).encode()),
+        (SOURCE_OFFSET_HEADER, str(offset).encode()),
+        (REJECTED_AT_HEADER, now.isoformat().encode()),
     ]
 
 
