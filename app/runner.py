@@ -106,6 +106,11 @@ class WorkerProcess:
             )
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, once started."""
+        return self._proc.pid if self._proc is not None else None
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -1,8 +1,8 @@
 """End-to-end throughput: mixed events/s through intake, identity and profile agents.
 
 Publishes N events of the demo scenario (every channel, identify and behaviour
-events, merges), starts a fresh worker and times until every agent has been
-idle for a second (the last card published). Prints events/s and the
+events, merges), starts a fresh worker and times until every event has been
+folded into its profile and every agent has been idle for a second. Prints events/s and the
 profile-change records written.
 
     python -m bench.card_throughput [N]
@@ -13,9 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench.harness import embedded_bench, mixed_records, publish
-
-QUIET = 1.0
+from bench.harness import embedded_bench, mixed_records, publish, wait_folded
 
 
 def main(count: int = 20_000) -> None:
@@ -25,7 +23,7 @@ def main(count: int = 20_000) -> None:
         worker = bench.worker().start()
         worker.wait_ready()
         start = time.monotonic()
-        elapsed = worker.wait_until_quiet(quiet=QUIET, timeout=1800) - start
+        elapsed = wait_folded([worker], count) - start
         _, stats = worker.get("/stats")
         worker.stop()
     changes = stats["agents"].get("sent.profile_changes", 0)

@@ -26,10 +26,13 @@ class Bench:
     topics: Topics
     workdir: Path
 
-    def worker(self, n: int = 0, app_id: str | None = None) -> WorkerProcess:
+    def worker(
+        self, n: int = 0, app_id: str | None = None, data_dir: Path | None = None
+    ) -> WorkerProcess:
+        """Worker `n` (its own data directory and log) of `app_id` (default: a new app)."""
         return WorkerProcess(
             self.bootstrap,
-            self.workdir / f"data-{n}",
+            data_dir or self.workdir / f"data-{n}",
             app_id or f"bench-{uuid.uuid4().hex[:6]}",
             self.workdir / f"worker-{n}.log",
             {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn"},
@@ -43,6 +46,31 @@ def embedded_bench() -> Iterator[Bench]:
         topics = load_topics()
         apply_topics(b.bootstrap, topics.all())
         yield Bench(b.bootstrap, topics, Path(tmp))
+
+
+def wait_folded(
+    workers: list[WorkerProcess], events: int, quiet: float = 1.0, timeout: float = 3600
+) -> float:
+    """Wait until `workers` have folded `events` events into profiles and gone quiet.
+
+    Every accepted event ends as exactly one `add_fact` op of a profile, so this
+    does not stop early at a pause in the middle of the work (a commit, a
+    rebalance), as waiting for quiet alone can. Returns the monotonic time of
+    the last change seen.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    changed_at = time.monotonic()
+    while time.monotonic() < deadline:
+        agents = [w.get("/stats")[1]["agents"] for w in workers]
+        handled = [{k: v for k, v in a.items() if not k.startswith("timer.")} for a in agents]
+        folded = sum(a.get("profiles.add_fact", 0) for a in agents)
+        if handled != last:
+            last, changed_at = handled, time.monotonic()
+        elif folded >= events and time.monotonic() - changed_at >= quiet:
+            return changed_at
+        time.sleep(0.1)
+    raise RuntimeError(f"workers still busy after {timeout:.0f}s; last counters {last}")
 
 
 def mixed_records(count: int, seed: int = 1) -> list[bytes]:
