@@ -14,10 +14,14 @@ from faust.types import TableT, TopicT
 
 from app.topics import Topics
 
+#: Roles of the topics downstream systems read. A rebuild mutes them (settings
+#: `publish_outputs`): the live state version already published all of it.
+OUTPUT_ROLES = frozenset({"identity_changes", "profile_changes", "quarantine", "dead_letter"})
+
 
 @dataclass(frozen=True)
 class Channels:
-    """Every topic an agent reads or writes, by role."""
+    """Every topic an agent reads or writes, by role; nothing is sent to `muted` roles."""
 
     inputs: TopicT
     identity_changes: TopicT
@@ -27,9 +31,12 @@ class Channels:
     guard_ops: TopicT
     identity_ops: TopicT
     profile_ops: TopicT
+    muted: frozenset[str] = frozenset()
 
     @classmethod
-    def declare(cls, app: faust.App, topics: Topics) -> Channels:
+    def declare(
+        cls, app: faust.App, topics: Topics, muted: frozenset[str] = frozenset()
+    ) -> Channels:
         """Declare the app's topics; names come from the registry only."""
 
         def raw(*names: str) -> TopicT:
@@ -53,6 +60,7 @@ class Channels:
             guard_ops=internal("guard_ops"),
             identity_ops=internal("identity_ops"),
             profile_ops=internal("profile_ops"),
+            muted=muted,
         )
 
     def by_role(self, role: str) -> TopicT:

@@ -46,6 +46,13 @@ bootstrap_option = click.option(
 @click.version_option(package_name="cardstream")
 def main() -> None:
     """cardstream: one customer card per person from every channel, in real time."""
+    from app.logs import configure_cli_logging
+
+    try:
+        settings = Settings()
+    except ValueError:
+        return  # the command itself reports the bad setting
+    configure_cli_logging(settings.log_format, settings.log_level)
 
 
 @main.command()
@@ -185,13 +192,11 @@ def worker(
     bootstrap: str | None, web_port: int | None, data_dir: Path | None, app_id: str | None
 ) -> None:
     """Run a worker: every agent, its state, and the web server (lookup API, /health)."""
-    import faust
-
-    from app.main import create_app
+    from app.main import Worker, create_app
 
     settings = _settings(bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, app_id=app_id)
     app = create_app(settings)
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
 @main.command()
@@ -218,6 +223,7 @@ def card(customer_id: str | None, link: str | None, worker_url: str | None, as_j
 
     from app.cardview import render_card
     from app.runner import http_json
+    from app.web.auth import ApiCredentials
 
     if (customer_id is None) == (link is None):
         raise click.UsageError("give either a CUSTOMER_ID or --link NAME=VALUE")
@@ -231,9 +237,11 @@ def card(customer_id: str | None, link: str | None, worker_url: str | None, as_j
         assert customer_id is not None
         path = f"/customers/{quote(customer_id, safe='')}"
         what = f"customer {customer_id}"
-    base = worker_url or f"http://127.0.0.1:{_settings().web_port}"
+    settings = _settings()
+    base = worker_url or f"http://127.0.0.1:{settings.web_port}"
     try:
-        status, body = http_json(base.rstrip("/") + path, timeout=10)
+        headers = ApiCredentials.from_settings(settings).headers()  # CARDSTREAM_API_TOKEN etc.
+        status, body = http_json(base.rstrip("/") + path, timeout=10, headers=headers)
     except OSError as exc:
         raise click.ClickException(
             f"no worker answered at {base} ({exc}); start one with `cardstream worker` "
@@ -241,6 +249,8 @@ def card(customer_id: str | None, link: str | None, worker_url: str | None, as_j
         ) from exc
     if status == 404:
         raise click.ClickException(f"unknown {what}")
+    if status == 401:
+        raise click.ClickException("the worker wants credentials: set CARDSTREAM_API_TOKEN")
     if status != 200 or not isinstance(body, dict):
         raise click.ClickException(f"the worker answered {status}: {body}")
     if as_json:
@@ -278,12 +288,12 @@ def identity_release(
         raise click.ClickException(str(exc)) from exc
     op = ReleaseGuard(requested_by or getpass.getuser(), datetime.now(UTC).isoformat())
     producer = ChannelProducer(settings.bootstrap, topics)
-    topic = f"{settings.app_id}-{topics.internal_name('guard_ops')}"
+    topic = f"{settings.state_app_id()}-{topics.internal_name('guard_ops')}"
     producer.produce(topic, customer_id.encode(), encode_op(op))
     failures = producer.flush()
     if failures:
         raise click.ClickException(f"release not delivered: {failures[0]}")
-    click.echo(f"release of {customer_id} sent to the workers of app {settings.app_id}")
+    click.echo(f"release of {customer_id} sent to the workers of app {settings.state_app_id()}")
 
 
 @main.group("dead-letter")
@@ -449,6 +459,200 @@ def dead_letter_replay(
     )
     if not report.ok or unmatched:
         sys.exit(1)
+
+
+def _check_state_version(version: str) -> None:
+    import re
+
+    from app.settings import STATE_VERSION_PATTERN
+
+    if not re.fullmatch(STATE_VERSION_PATTERN, version):
+        raise click.UsageError(
+            f"--state-version {version!r}: use 1-40 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+@main.command()
+@click.option(
+    "--state-version", "state_version", required=True, help="Name of the new state version"
+)
+@click.option("--from-beginning", is_flag=True, help="Read the inputs from the start (default)")
+@click.option(
+    "--from-offset",
+    "from_offsets",
+    multiple=True,
+    metavar="TOPIC:PARTITION:OFFSET",
+    help="Start this input partition here (TOPIC: identify, events or a name); repeatable; "
+    "partitions not given start at the beginning",
+)
+@click.option(
+    "--from-time",
+    default=None,
+    metavar="ISO",
+    help="Start at the first record written at or after this time (record time, not event "
+    "time; needs a broker with working offsets-for-times)",
+)
+@click.option("--keep-running", is_flag=True, help="Keep the worker following the input after")
+@bootstrap_option
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None, help="[env CARDSTREAM_DATA_DIR]"
+)
+@click.option("--app-id", default=None, help="[env CARDSTREAM_APP_ID]")
+def rebuild(
+    state_version: str,
+    from_beginning: bool,
+    from_offsets: tuple[str, ...],
+    from_time: str | None,
+    keep_running: bool,
+    bootstrap: str | None,
+    data_dir: Path | None,
+    app_id: str | None,
+) -> None:
+    """Build fresh state from the input topics under a new state version, beside the live one.
+
+    Runs a worker on the new version (its changes are not re-published), shows
+    progress on stderr, and once it has caught up with the input says how to
+    switch the workers to it. See app/rebuild.py.
+    """
+    from datetime import datetime
+
+    from app.admin import BrokerUnreachable, admin_client
+    from app.rebuild import RebuildError, StartAt, parse_offset_specs, run_rebuild
+
+    _check_state_version(state_version)
+    if sum([from_beginning, bool(from_offsets), from_time is not None]) > 1:
+        raise click.UsageError("give one of --from-beginning, --from-offset, --from-time")
+    settings = _settings(
+        bootstrap=bootstrap, data_dir=data_dir, app_id=app_id, state_version=state_version
+    )
+    topics = _topics(settings)
+    start = StartAt()
+    try:
+        if from_offsets:
+            start = StartAt(offsets=parse_offset_specs(from_offsets, topics))
+        if from_time is not None:
+            when = datetime.fromisoformat(from_time)
+            if when.tzinfo is None:
+                raise ValueError(f"--from-time {from_time!r} needs an offset, e.g. +00:00")
+            start = StartAt(time=when)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        admin_client(settings.bootstrap)
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def wait_forever() -> None:
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            click.echo("stopping the rebuild worker", err=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        run_rebuild(
+            settings,
+            topics,
+            start,
+            progress=sys.stderr,
+            say=click.echo,
+            keep_running=keep_running,
+            wait_forever=wait_forever,
+        )
+    except RebuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command("export")
+@click.option(
+    "--state-version",
+    "state_version",
+    default=None,
+    help="State version to export [env CARDSTREAM_STATE_VERSION; default the original]",
+)
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), default=None, help="File (default stdout)"
+)
+@click.option(
+    "--at",
+    "at_text",
+    default=None,
+    metavar="ISO|now",
+    help="Compute the cards as of this time [default: the latest event time in the state]",
+)
+@click.option(
+    "--all-fields", is_flag=True, help="Keep `version` and `identity` (they differ by run)"
+)
+@bootstrap_option
+@click.option("--app-id", default=None, help="[env CARDSTREAM_APP_ID]")
+def export_cards(
+    state_version: str | None,
+    output: Path | None,
+    at_text: str | None,
+    all_fields: bool,
+    bootstrap: str | None,
+    app_id: str | None,
+) -> None:
+    """Write every card of a state version as JSON lines sorted by profile id.
+
+    Reads the version's table changelogs (no worker needed); the same state gives
+    a byte-identical file. See app/export.py for what is left out and why.
+    """
+    from datetime import datetime
+
+    from app.export import StateNotFound, export_lines, latest_event_time, read_state
+    from app.offsets import OffsetsError
+
+    if state_version is not None:
+        _check_state_version(state_version)
+    settings = _settings(bootstrap=bootstrap, app_id=app_id, state_version=state_version)
+    topics = _topics(settings)
+    app = settings.state_app_id()
+    named = (
+        f"state version {settings.state_version!r}"
+        if settings.state_version
+        else "the original state version"
+    )
+    try:
+        states, identities = read_state(settings.bootstrap, app, topics)
+    except StateNotFound as exc:
+        raise click.ClickException(
+            f"{named} (app id {app}) has no state at {settings.bootstrap}: no topic {exc}; "
+            "build it with `cardstream rebuild --state-version V` or run its workers"
+        ) from exc
+    except OffsetsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if at_text == "now":
+        at = settings.now()
+    elif at_text is not None:
+        try:
+            at = datetime.fromisoformat(at_text)
+        except ValueError:
+            raise click.UsageError(
+                f"--at wants an ISO 8601 time or 'now', got {at_text!r}"
+            ) from None
+        if at.tzinfo is None:
+            raise click.UsageError(f"--at {at_text!r} needs an offset, e.g. +00:00")
+    else:
+        latest = latest_event_time(states.values())
+        if latest is None:
+            raise click.ClickException(f"{named} (app id {app}) holds no cards")
+        at = latest
+    card_settings = settings.card_settings()
+    lines = list(export_lines(states, identities, card_settings, at, all_fields=all_fields))
+    if output is None:
+        sys.stdout.buffer.write(b"".join(lines))
+        sys.stdout.buffer.flush()
+    else:
+        partial = output.with_name(output.name + ".partial")
+        partial.write_bytes(b"".join(lines))
+        partial.replace(output)
+    click.echo(
+        f"exported {len(lines)} card(s) of {named} as of {at.isoformat()}"
+        + (f" to {output}" if output else ""),
+        err=True,
+    )
 
 
 @main.command()

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from app.end_offsets import read_end_offsets
 from app.events import Identify, InvalidEvent, accept_record, event_key, event_to_json
 from app.topics import Topics
 
@@ -179,12 +180,20 @@ def read_dead_letters(bootstrap: str, topics: Topics, *, timeout: float = 30.0) 
             raise DeadLetterError(
                 f"topic {topic} does not exist on {bootstrap}; run `cardstream topics apply`"
             )
-        ends: dict[int, int] = {}
-        start: list[TopicPartition] = []
-        for partition in sorted(described.partitions):
-            low, high = consumer.get_watermark_offsets(
+        watermarks = {
+            partition: consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=min(timeout, 10.0)
             )
+            for partition in sorted(described.partitions)
+        }
+        # the embedded broker reports the end short after a multi-record batch
+        true_ends = read_end_offsets(
+            bootstrap, {(topic, p): high for p, (_, high) in watermarks.items()}, min(timeout, 10.0)
+        )
+        ends: dict[int, int] = {}
+        start: list[TopicPartition] = []
+        for partition, (low, _) in watermarks.items():
+            high = true_ends[(topic, partition)]
             if high > low:
                 ends[partition] = high
                 start.append(TopicPartition(topic, partition, low))

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 import orjson
@@ -28,6 +29,7 @@ from app.events import parse_event
 from app.producer import ChannelProducer
 from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerFailed, WorkerProcess
 from app.scenario import BAD_RECORDS, scenario
+from app.settings import Settings
 from app.topics import load_topics
 
 
@@ -70,6 +72,7 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         worker.wait_until_quiet()
         customer_ids = sorted({e.customer_id for e in events if e.customer_id is not None})
         print_cards(worker, customer_ids)
+        step(f"staff page of {customer_ids[0]}: {staff_page_url(worker.url, customer_ids[0])}")
         if not keep:
             step("to explore these cards yourself, run `cardstream demo --keep`")
         if keep:
@@ -94,6 +97,13 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         signal.signal(signal.SIGINT, previous)
+
+
+def staff_page_url(worker_url: str, customer_id: str) -> str:
+    """The staff card page of `customer_id`, signing in with the API token when one is set."""
+    token = Settings().api_token
+    query = {"profile": customer_id} | ({"token": token.get_secret_value()} if token else {})
+    return f"{worker_url}/staff/?{urlencode(query)}"
 
 
 def step(message: str) -> None:

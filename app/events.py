@@ -286,12 +286,22 @@ AnyEvent = Identify | BehaviourEvent
 EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 
 
-class InvalidEvent(ValueError):
-    """A record that is not a valid event; `reason` says what is wrong and where."""
+#: Every `InvalidEvent.kind`: the intake's classes of fault.
+INVALID_EVENT_KINDS = ("not_json", "invalid_event", "invalid_link", "no_identifier")
 
-    def __init__(self, reason: str) -> None:
+
+class InvalidEvent(ValueError):
+    """A record that is not a valid event; `reason` says what is wrong and where.
+
+    `kind` names the class of fault in a few fixed words (`not_json`, `invalid_event`,
+    `invalid_link`, `no_identifier`): metrics and logs use it, as the reason may
+    quote the record's personal data.
+    """
+
+    def __init__(self, reason: str, kind: str = "invalid_event") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -314,7 +324,7 @@ def parse_event(raw: bytes | str) -> AnyEvent:
     except ValidationError as exc:
         raise InvalidEvent(describe_validation_error(exc)) from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidEvent(f"not a JSON event: {exc}") from None
+        raise InvalidEvent(f"not a JSON event: {exc}", kind="not_json") from None
 
 
 def event_to_json(event: _Envelope) -> bytes:
@@ -337,7 +347,7 @@ def normalize_event(event: AnyEvent, default_region: str) -> AnyEvent:
             value = normalize_link(event.link.name, event.link.value, default_region)
             return event.model_copy(update={"link": event.link.model_copy(update={"value": value})})
     except InvalidLink as exc:
-        raise InvalidEvent(f"links: {exc}") from None
+        raise InvalidEvent(f"links: {exc}", kind="invalid_link") from None
     return event
 
 

@@ -23,10 +23,12 @@ import orjson
 
 from app.broker import die_with_parent, free_port, stop_process
 from app.settings import ENV_PREFIX
+from app.web.auth import request_headers
 
 #: Worker settings for the embedded broker (DESIGN.md §5). Tansu lets a member join a
 #: group only after half the client's *session* timeout, so keep it short; its end
-#: offsets can lag acknowledged writes, so Faust's recovery offset check stays off; and it
+#: offsets stop short after a multi-record batch (`app/end_offsets.py` corrects Faust's
+#: recovery; the offset check stays off until it is proven on again); and it
 #: answers a fetch only when Faust's fixed 1.5 s wait is up, so the wait is cut to 50 ms.
 EMBEDDED_BROKER_SETTINGS: dict[str, object] = {
     "session_timeout": 6,
@@ -52,10 +54,13 @@ def worker_env(**settings: object) -> dict[str, str]:
     return env
 
 
-def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+def http_json(
+    url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, Any]:
     """GET `url`; return (status, decoded JSON body or None). Raises OSError if unreachable."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         body = exc.read()
@@ -121,8 +126,15 @@ class WorkerProcess:
             return "(no log)"
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-        """GET a route of this worker's web server."""
-        return http_json(self.url + path, timeout)
+        """GET a route of this worker's web server (with its API credentials, if any)."""
+        return http_json(self.url + path, timeout, self.auth_headers())
+
+    def auth_headers(self) -> dict[str, str]:
+        """The `Authorization` header this worker's API token or basic credentials call for."""
+        token, user, password = (
+            self.env.get(ENV_PREFIX + name) for name in ("API_TOKEN", "API_USER", "API_PASSWORD")
+        )
+        return request_headers(token, user, password)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Wait until /health says ready (partitions assigned); raises WorkerFailed."""

@@ -9,32 +9,34 @@ bug in a step dead-letters the record with the error instead of stopping the age
 
 from __future__ import annotations
 
-import logging
-
 import faust
 from faust.types import EventT
 
-from app.agents.outbox import dead_letter_failure, send_dead_letter, send_outs
+from app.agents.outbox import dead_letter_failure, log_rejection, send_dead_letter, send_outs
 from app.agents.stats import WorkerStats
 from app.channels import Channels
 from app.domain.resolution import route_accepted
 from app.events import InvalidEvent, accept_record, event_to_json
 from app.settings import Settings
 
-log = logging.getLogger(__name__)
-
 
 def register(app: faust.App, channels: Channels, settings: Settings, stats: WorkerStats) -> None:
     """Register the intake agent on `app`."""
 
-    async def reject(record: EventT, reason: str) -> None:
+    async def reject(record: EventT, error: InvalidEvent) -> None:
         msg = record.message
         stats.rejected += 1
+        stats.dead_letters[("intake", error.kind)] += 1
         stats.recent_rejections.append(
-            {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset, "reason": reason}
+            {
+                "topic": msg.topic,
+                "partition": msg.partition,
+                "offset": msg.offset,
+                "reason": error.reason,
+            }
         )
-        log.warning("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
-        await send_dead_letter(channels, record, reason)
+        log_rejection(msg.topic, msg.partition, msg.offset, error)
+        await send_dead_letter(channels, record, error.reason)
 
     @app.agent(channels.inputs, name="intake")
     async def intake(stream: faust.StreamT[bytes]) -> None:
@@ -43,7 +45,7 @@ def register(app: faust.App, channels: Channels, settings: Settings, stats: Work
                 event = accept_record(record.message.value or b"", settings.default_phone_region)
                 outs = route_accepted(event, event_to_json(event).decode(), settings.blocked_values)
             except InvalidEvent as exc:
-                await reject(record, exc.reason)
+                await reject(record, exc)
                 continue
             except Exception as exc:  # a bug must neither lose the record nor stop intake
                 await dead_letter_failure(channels, stats.agents, "intake", record, exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from app.deadletters import (
     SOURCE_TOPIC_HEADER,
 )
 from app.domain.resolution import Out
+from app.events import InvalidEvent
 from app.ops import encode_op
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,17 @@ def encode_out(out: Out) -> bytes:
 
 
 async def send_outs(channels: Channels, outs: list[Out], counters: Counter[str]) -> None:
-    """Send every message (buffered by Faust's producer); count them by role."""
+    """Send every message (buffered by Faust's producer); count them by role.
+
+    Messages for a muted role (a rebuild's outputs) are counted as `muted.<role>`.
+    """
     for out in outs:
+        if out.role in channels.muted:
+            counters[f"muted.{out.role}"] += 1
+            continue
         counters[f"sent.{out.role}"] += 1
+        if isinstance(out.message, IdentityChangeRecord):
+            counters[f"change.{out.message.kind}"] += 1
         await channels.by_role(out.role).send(
             key=out.key.encode(),
             value=encode_out(out),
@@ -58,7 +68,13 @@ def dead_letter_headers(
 
 
 async def send_dead_letter(channels: Channels, record: EventT, reason: str) -> None:
-    """Send `record` unchanged (key, value) to the dead-letter topic with `reason`."""
+    """Send `record` unchanged (key, value) to the dead-letter topic with `reason`.
+
+    Nothing is sent while dead letters are muted (a rebuild: the live state version
+    dead-lettered the same input records already).
+    """
+    if "dead_letter" in channels.muted:
+        return
     msg = record.message
     await channels.dead_letter.send(
         key=msg.key,
@@ -74,14 +90,49 @@ async def dead_letter_failure(
 ) -> None:
     """A step raised: keep the message (dead-lettered with the error) and carry on.
 
-    Bugs must not lose input nor stop an agent; the log has the traceback.
+    Bugs must not lose input nor stop an agent. The log has the traceback's frames
+    and the error's class, not its message: that may quote the record's personal
+    data (the dead letter keeps it).
     """
     counters[f"{agent}.failed"] += 1
-    log.exception(
-        "%s could not handle %s[%s]@%s",
-        agent,
-        record.message.topic,
-        record.message.partition,
-        record.message.offset,
-    )
+    msg = record.message
+    log_failure(agent, msg.topic, msg.partition, msg.offset, exc)
     await send_dead_letter(channels, record, f"internal error in {agent}: {exc!r}"[:1000])
+
+
+# Log lines name a record by topic, partition and offset, never by its content: an
+# event's reason or an error's message may quote an email, a phone or a name, so
+# those go to the dead-letter record only (see `app.logs`).
+
+
+def log_rejection(topic: str, partition: int, offset: int, error: InvalidEvent) -> None:
+    """Log that the intake dead-lettered a record: where from and the kind of fault."""
+    log.warning(
+        "dead-lettered %s[%s]@%s: %s",
+        topic,
+        partition,
+        offset,
+        error.kind,
+        extra={"topic": topic, "partition": partition, "offset": offset, "fault": error.kind},
+    )
+
+
+def log_failure(agent: str, topic: str, partition: int, offset: int, exc: BaseException) -> None:
+    """Log that `agent` failed on a record: the traceback's frames and the error's class."""
+    frames = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    log.error(
+        "%s could not handle %s[%s]@%s: %s (its message is on the dead letter)\n%s",
+        agent,
+        topic,
+        partition,
+        offset,
+        type(exc).__name__,
+        frames,
+        extra={
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "stage": agent,
+            "error": type(exc).__name__,
+        },
+    )

@@ -26,6 +26,7 @@ from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
 from app.domain.profile import profile_state_from_json, profile_state_to_json
 from app.domain.resolution import ProfileIdentity, profile_ops_step
+from app.live import CardWatch
 from app.ops import CheckCart, decode_op, encode_op
 from app.settings import Settings
 
@@ -34,9 +35,14 @@ CHECK_AGAIN_AFTER = 30.0
 
 
 def register(
-    app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: WorkerStats
+    app: faust.App,
+    channels: Channels,
+    tables: Tables,
+    settings: Settings,
+    stats: WorkerStats,
+    watch: CardWatch | None = None,
 ) -> None:
-    """Register the profile agent and the cart timer on `app`."""
+    """Register the profile agent and the cart timer on `app`; `watch` hears card changes."""
     card_settings = settings.card_settings()
     asked: dict[str, float] = {}  # profile id -> monotonic time the timer last asked
     grace = timedelta(seconds=settings.cart_grace_seconds)
@@ -77,6 +83,8 @@ def register(
                     else:
                         tables.cart_deadlines[profile_id] = deadline
                 await send_outs(channels, outs=outcome.outs, counters=stats.agents)
+                if watch is not None:
+                    watch.published(outcome.outs)  # open staff pages fetch the card again
             except Exception as exc:  # keep the message, keep the agent
                 await dead_letter_failure(channels, stats.agents, "profiles", record, exc)
 

@@ -13,6 +13,9 @@ class WorkerStats:
     accepted: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
     agents: Counter[str] = field(default_factory=Counter)
+    #: records the intake dead-lettered, by (stage, kind of fault); agents' failures are
+    #: counted in `agents` as `<agent>.failed` (see `dead_letter_counts`)
+    dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)
     recent_rejections: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=50))
 
     def as_dict(self) -> dict[str, object]:
@@ -22,4 +25,17 @@ class WorkerStats:
             "rejected": self.rejected,
             "recent_rejections": list(self.recent_rejections),
             "agents": dict(sorted(self.agents.items())),
+            "dead_letters": {
+                f"{stage}.{kind}": n
+                for (stage, kind), n in sorted(self.dead_letter_counts().items())
+            },
         }
+
+    def dead_letter_counts(self) -> dict[tuple[str, str], int]:
+        """Records dead-lettered by (stage, kind): intake faults, and `internal_error` per agent."""
+        counts = dict(self.dead_letters)
+        for key, n in self.agents.items():
+            agent, _, what = key.rpartition(".")
+            if what == "failed" and agent:
+                counts[(agent, "internal_error")] = n
+        return counts

@@ -127,7 +127,8 @@ def route_accepted(
     if not usable:
         shown = ", ".join(f"{n}={v!r}" for n, v in {**refused, **blocked_links}.items())
         raise InvalidEvent(
-            f"no usable identifier: only blocked placeholder values ({shown or 'none'})"
+            f"no usable identifier: only blocked placeholder values ({shown or 'none'})",
+            kind="no_identifier",
         )
     return [Out("identity_ops", link_key(n, v), ResolveLink(event_json)) for n, v in usable.items()]
 
@@ -338,8 +339,12 @@ def profile_identity_step(
         updated = replace(current, links=links, forwarded_to=forwarded)
     if entry in current.history:
         return current
+    # a total order (one event gains several links): the card must not depend on arrival
     history = tuple(
-        sorted((*current.history, entry), key=lambda e: (e["at"] or "", e["event_id"] or ""))
+        sorted(
+            (*current.history, entry),
+            key=lambda e: (e["at"] or "", e["event_id"] or "", e["link"] or "", e["kind"] or ""),
+        )
     )
     return replace(updated, history=history[-HISTORY_LIMIT:])
 

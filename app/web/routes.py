@@ -14,6 +14,7 @@ import faust
 from faust.exceptions import SameNode
 from faust.types import TableT
 from faust.web import Request, Response, View
+from prometheus_client.exposition import choose_encoder
 
 from app import __version__
 from app.agents.stats import WorkerStats
@@ -23,7 +24,9 @@ from app.domain.identity import anonymous_profile_id, link_state_from_json
 from app.domain.links import InvalidLink, link_key, normalize_link
 from app.domain.profile import profile_state_from_json
 from app.domain.resolution import ProfileIdentity, card_of
+from app.metrics import metrics_registry
 from app.settings import Settings
+from app.web.auth import ApiCredentials
 
 
 def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerStats) -> None:
@@ -50,6 +53,8 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
             "status": "ok",
             "version": __version__,
             "app_id": settings.app_id,
+            "state_version": settings.state_version,
+            "publishing": settings.publish_outputs,
             "ready": bool(partitions) and not app.rebalancing,
             "assigned": partitions,
         }
@@ -58,6 +63,14 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
     @app.page("/stats")
     async def stats_page(web: View, request: Request) -> Response:
         return web.json(stats.as_dict())
+
+    registry = metrics_registry(app, stats)
+
+    @app.page("/metrics")
+    async def metrics_page(web: View, request: Request) -> Response:
+        """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.bytes(encode(registry), headers={"Content-Type": content_type})
 
     def link_of(name: str, value: str) -> str:
         """The link key of a URL's name and value; raises InvalidLink."""
@@ -125,7 +138,9 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         url = app.router.key_store(tables.profiles.name, profile_id)
         if (url.host, url.port) != (app.conf.canonical_url.host, app.conf.canonical_url.port):
             path = f"/profiles/{quote(profile_id, safe='')}/card"
-            async with app.http_client.get(str(url.with_path("")) + path) as response:
+            headers = ApiCredentials.from_settings(settings).headers()  # the owner may need them
+            owner = str(url.with_path("")) + path
+            async with app.http_client.get(owner, headers=headers) as response:
                 body: dict[str, Any] = await response.json()
                 return body
         card = local_card(profile_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -75,3 +76,4 @@ def test_demo_runs_to_the_end() -> None:
     assert "Receipts (2)" in out  # the store receipt (via the loyalty card) + the phone order
     assert "merged from   ~device:dev-0001, ~loyalty_card:7000001, ~phone:" in out
     assert "C-1002" in out and "receipts: 2 (call_center, store)" in out
+    assert re.search(r"staff page of C-1001: http://127\.0\.0\.1:\d+/staff/\?profile=C-1001", out)

@@ -313,6 +313,17 @@ def test_profile_identity_records_links_merges_and_history_once() -> None:
     assert ProfileIdentity.from_json(card.to_json()) == card
 
 
+def test_links_gained_by_one_event_keep_one_order_whatever_the_arrival() -> None:
+    # one identify claims two links: the two LinkGained ops come from two identity
+    # partitions, in either order (seen with several workers)
+    email = LinkGained("email:a@x.pl", "linked", None, "id-1", T0.isoformat())
+    device = LinkGained("device:d-1", "merged", "~device:d-1", "id-1", T0.isoformat())
+    one = profile_identity_step(profile_identity_step(None, "C-1", email), "C-1", device)
+    other = profile_identity_step(profile_identity_step(None, "C-1", device), "C-1", email)
+    assert [e["link"] for e in one.history] == ["device:d-1", "email:a@x.pl"]
+    assert one.history == other.history
+
+
 def test_anonymous_profile_remembers_where_it_went() -> None:
     lost = LinkLost("device:d-1", "C-1", "id-1", T0.isoformat())
     assert profile_identity_step(None, "~device:d-1", lost).forwarded_to == "C-1"

@@ -1,0 +1,234 @@
+"""Who may use a worker's web server: the API token, basic-auth credentials, the staff cookie.
+
+When `CARDSTREAM_API_TOKEN` and/or `CARDSTREAM_API_USER` + `CARDSTREAM_API_PASSWORD`
+are set, every route except `/health`, the sign-in page and the page's static files
+refuses a request (401) that does not carry one of:
+
+* `Authorization: Bearer TOKEN`;
+* `Authorization: Basic base64(user:password)` (browsers send it after their prompt);
+* the staff session cookie, set by the sign-in form or by opening a page once with
+  `?token=TOKEN` (the worker then redirects to the same address without the token).
+  The cookie holds an HMAC of the token, never the token itself, so every worker
+  sharing the token accepts it and changing the token signs everyone out.
+
+Secrets are compared in constant time (`hmac.compare_digest`). The checks are plain
+functions of the credentials and the request's headers; `auth_middleware` applies
+them to every request of the aiohttp application Faust serves, and also marks
+responses `Cache-Control: no-store` (cards hold personal data).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import html
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from app.settings import Settings
+
+#: Name of the staff session cookie.
+SESSION_COOKIE = "cardstream_session"
+#: Paths anyone may open: the health check, the sign-in page, the page's static files.
+OPEN_PATHS = frozenset({"/health", "/staff/login"})
+OPEN_PREFIXES = ("/staff/static/",)
+#: Where the sign-in form may send the browser back to.
+STAFF_PREFIX = "/staff"
+
+_SESSION_MESSAGE = b"cardstream staff session v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCredentials:
+    """The credentials a worker accepts; none configured means the server is open."""
+
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiCredentials:
+        return cls(
+            token=settings.api_token.get_secret_value() if settings.api_token else None,
+            user=settings.api_user,
+            password=settings.api_password.get_secret_value() if settings.api_password else None,
+        )
+
+    @property
+    def required(self) -> bool:
+        """True when requests must carry credentials."""
+        return self.token is not None or self.user is not None
+
+    @property
+    def basic(self) -> bool:
+        return self.user is not None and self.password is not None
+
+    def session_value(self) -> str | None:
+        """The staff cookie's value: an HMAC of the token (None without a token)."""
+        if self.token is None:
+            return None
+        return hmac.new(self.token.encode(), _SESSION_MESSAGE, hashlib.sha256).hexdigest()
+
+    def token_matches(self, candidate: str | None) -> bool:
+        """True when `candidate` is the token (constant time)."""
+        if self.token is None or candidate is None:
+            return False
+        return hmac.compare_digest(candidate.encode(), self.token.encode())
+
+    def authorization_matches(self, header: str | None) -> bool:
+        """True when an `Authorization` header carries the token or the basic credentials."""
+        if not header:
+            return False
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return self.token_matches(value.strip())
+        if scheme == "basic" and self.basic:
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            user, sep, password = decoded.partition(":")
+            assert self.user is not None and self.password is not None
+            same_user = hmac.compare_digest(user.encode(), self.user.encode())
+            same_password = hmac.compare_digest(password.encode(), self.password.encode())
+            return bool(sep) and same_user and same_password
+        return False
+
+    def cookie_matches(self, value: str | None) -> bool:
+        """True when the staff cookie is this token's session value (constant time)."""
+        expected = self.session_value()
+        if expected is None or not value:
+            return False
+        return hmac.compare_digest(value.encode(), expected.encode())
+
+    def allows(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
+        """True when the request may go on: open server, or valid credentials."""
+        if not self.required:
+            return True
+        return self.authorization_matches(headers.get("Authorization")) or self.cookie_matches(
+            cookies.get(SESSION_COOKIE)
+        )
+
+    def headers(self) -> dict[str, str]:
+        """Headers that authorise a request of this worker to another one (or a client's)."""
+        return request_headers(self.token, self.user, self.password)
+
+
+def request_headers(
+    token: str | None, user: str | None = None, password: str | None = None
+) -> dict[str, str]:
+    """The `Authorization` header for a token (preferred) or basic credentials; {} for none."""
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    if user is not None and password is not None:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+    return {}
+
+
+def is_open_path(path: str) -> bool:
+    """True for the paths that need no credentials."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a staff page path of this server, else the page's root."""
+    unsafe = ("//", "\\", "\n", "\r")
+    if target and target.startswith(STAFF_PREFIX) and not any(c in target for c in unsafe):
+        return target
+    return STAFF_PREFIX + "/"
+
+
+def without_token(path: str, query: Mapping[str, str]) -> str:
+    """`path` with its query string minus the `token` parameter."""
+    rest = [(k, v) for k, v in query.items() if k != "token"]
+    return path + ("?" + urlencode(rest) if rest else "")
+
+
+# --------------------------------------------------------------------------- aiohttp
+
+
+def login_page(next_path: str, failed: bool) -> str:
+    """The sign-in page (a form that POSTs the token to /staff/login), self-contained."""
+    template = resources.files("app.web").joinpath("static/login.html").read_text("utf-8")
+    message = "That token is not right." if failed else ""
+    return template.replace("{{next}}", html.escape(safe_next(next_path), quote=True)).replace(
+        "{{message}}", message
+    )
+
+
+def session_cookie(response: web.StreamResponse, value: str, secure: bool) -> None:
+    """Set the staff cookie: HttpOnly, SameSite=Strict, for this browser session only."""
+    response.set_cookie(
+        SESSION_COOKIE, value, path="/", httponly=True, samesite="Strict", secure=secure
+    )
+
+
+def request_is_https(request: web.Request) -> bool:
+    """True when the browser reached us over TLS (directly or through a reverse proxy)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def refuse(request: web.Request, credentials: ApiCredentials) -> web.Response:
+    """The 401 of a request without valid credentials: the sign-in page for the staff page."""
+    challenges = []
+    if credentials.token is not None:
+        challenges.append('Bearer realm="cardstream"')
+    if credentials.basic:
+        challenges.append('Basic realm="cardstream", charset="UTF-8"')
+    headers = {"WWW-Authenticate": ", ".join(challenges)}
+    wants_page = request.method == "GET" and request.path.startswith(STAFF_PREFIX)
+    if wants_page and "text/html" in request.headers.get("Accept", ""):
+        if credentials.token is not None:
+            body = login_page(request.path_qs, failed=False)
+        else:
+            body = "<!doctype html><title>cardstream</title><p>Sign in with your user name."
+        return web.Response(status=401, text=body, content_type="text/html", headers=headers)
+    return web.json_response(
+        {
+            "error": "unauthorized",
+            "detail": "this worker needs credentials: Authorization: Bearer TOKEN"
+            + (" or basic auth" if credentials.basic else ""),
+        },
+        status=401,
+        headers=headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def auth_middleware(credentials: ApiCredentials) -> Any:
+    """An aiohttp middleware that applies `credentials` to every request (see the module)."""
+
+    @web.middleware
+    async def check_credentials(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            credentials.required
+            and not is_open_path(request.path)
+            and not credentials.allows(request.headers, request.cookies)
+        ):
+            token = request.query.get("token")
+            session = credentials.session_value()
+            page = request.method == "GET" and request.path.startswith(STAFF_PREFIX)
+            if page and credentials.token_matches(token) and session:
+                # a page opened with ?token=: keep it in a cookie, drop it from the address
+                target = without_token(request.path, request.query)
+                redirect = web.Response(status=303, headers={"Location": target})
+                session_cookie(redirect, session, request_is_https(request))
+                return redirect
+            return refuse(request, credentials)
+        response = await handler(request)
+        if not response.prepared and not request.path.startswith(OPEN_PREFIXES):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return check_credentials

@@ -1,0 +1,231 @@
+"""Who may use the web server (`app.web.auth`) and the live fan-out (`app.live`).
+
+The middleware runs in a small aiohttp application here (aiohttp's own test
+server, no worker): every route but the open ones refuses a request without the
+token, basic credentials or the staff cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import ValidationError
+
+from app.changes import ProfileChangeRecord
+from app.domain.resolution import Out
+from app.live import CardChangeNotice, CardWatch, server_sent_event
+from app.settings import Settings
+from app.web.auth import (
+    SESSION_COOKIE,
+    ApiCredentials,
+    auth_middleware,
+    request_headers,
+    safe_next,
+    without_token,
+)
+
+TOKEN = "t0ken-for-tests"
+BOTH = ApiCredentials(token=TOKEN, user="staff", password="pa:ss")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("header", "allowed"),
+    [
+        (f"Bearer {TOKEN}", True),
+        (f"bearer   {TOKEN} ", True),
+        ("Bearer t0ken-for-test", False),
+        (f"Bearer {TOKEN}x", False),
+        ("Bearer ", False),
+        (basic("staff", "pa:ss"), True),  # the password may hold a colon
+        (basic("staff", "pa:s"), False),
+        (basic("Staff", "pa:ss"), False),
+        ("Basic !!!not-base64", False),
+        (TOKEN, False),
+        ("", False),
+    ],
+)
+def test_authorization_header(header: str, allowed: bool) -> None:
+    assert BOTH.allows({"Authorization": header}, {}) is allowed
+
+
+def test_no_credentials_configured_means_open_and_basic_needs_both_settings() -> None:
+    assert ApiCredentials().allows({}, {}) is True
+    token_only = ApiCredentials(token=TOKEN)
+    assert token_only.allows({"Authorization": basic("staff", "pa:ss")}, {}) is False
+    assert token_only.allows({}, {}) is False
+
+
+def test_the_cookie_is_an_hmac_of_the_token_not_the_token() -> None:
+    session = BOTH.session_value()
+    assert session is not None and TOKEN not in session and len(session) == 64
+    assert BOTH.allows({}, {SESSION_COOKIE: session}) is True
+    assert BOTH.allows({}, {SESSION_COOKIE: TOKEN}) is False
+    other = ApiCredentials(token=TOKEN + "2").session_value()
+    assert BOTH.allows({}, {SESSION_COOKIE: other or ""}) is False  # a new token signs out
+
+
+def test_request_headers_prefer_the_token() -> None:
+    assert request_headers(TOKEN, "u", "p") == {"Authorization": f"Bearer {TOKEN}"}
+    assert request_headers(None, "u", "p") == {"Authorization": basic("u", "p")}
+    assert request_headers(None) == {}
+    assert BOTH.allows(BOTH.headers(), {}) is True
+
+
+def test_settings_blank_is_unset_and_user_needs_a_password() -> None:
+    settings = Settings(api_token="  ", api_user="", api_password="")
+    assert ApiCredentials.from_settings(settings).required is False
+    with pytest.raises(ValidationError, match="both"):
+        Settings(api_user="staff")
+    secret = Settings(api_token=TOKEN)
+    assert TOKEN not in repr(secret)  # never printed by accident
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/staff/?profile=C-1", "/staff/?profile=C-1"),
+        ("https://evil.example/staff/", "/staff/"),
+        ("//evil.example/staff/", "/staff/"),
+        ("/staff\\..\\x", "/staff/"),
+        ("/customers/C-1", "/staff/"),
+        (None, "/staff/"),
+    ],
+)
+def test_safe_next_stays_on_the_staff_page(target: str | None, expected: str) -> None:
+    assert safe_next(target) == expected
+
+
+def test_without_token_keeps_the_rest_of_the_query() -> None:
+    assert without_token("/staff/", {"profile": "C-1", "token": "x"}) == "/staff/?profile=C-1"
+    assert without_token("/staff/", {"token": "x"}) == "/staff/"
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+async def ok(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def with_client(
+    credentials: ApiCredentials, check: Callable[[TestClient], Awaitable[None]]
+) -> None:
+    async def run() -> None:
+        app = web.Application(middlewares=[auth_middleware(credentials)])
+        for path in ("/health", "/customers/C-1", "/staff/", "/staff/static/card.css"):
+            app.router.add_get(path, ok)
+        async with TestClient(TestServer(app)) as client:
+            await check(client)
+
+    asyncio.run(run())
+
+
+def test_middleware_refuses_without_credentials_and_leaves_health_open() -> None:
+    async def check(client: TestClient) -> None:
+        assert (await client.get("/health")).status == 200
+        assert (await client.get("/staff/static/card.css")).status == 200
+        refused = await client.get("/customers/C-1")
+        assert refused.status == 401
+        assert "Bearer" in refused.headers["WWW-Authenticate"]
+        assert "Basic" in refused.headers["WWW-Authenticate"]
+        assert (await refused.json())["error"] == "unauthorized"
+        page = await client.get("/staff/", headers={"Accept": "text/html"})
+        assert page.status == 401 and 'name="token"' in await page.text()  # the sign-in form
+        allowed = await client.get("/customers/C-1", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert allowed.status == 200
+        assert allowed.headers["Cache-Control"] == "no-store"
+        assert (await client.get("/customers/C-1?token=" + TOKEN)).status == 401  # API: header
+
+    with_client(BOTH, check)
+
+
+def test_a_page_opened_with_the_token_gets_the_cookie_and_loses_the_token() -> None:
+    async def check(client: TestClient) -> None:
+        wrong = await client.get("/staff/?profile=C-1&token=nope", allow_redirects=False)
+        assert wrong.status == 401
+        first = await client.get("/staff/?profile=C-1&token=" + TOKEN, allow_redirects=False)
+        assert first.status == 303
+        assert first.headers["Location"] == "/staff/?profile=C-1"
+        cookie = first.cookies[SESSION_COOKIE]
+        assert cookie.value == BOTH.session_value()
+        assert cookie["httponly"] and cookie["samesite"] == "Strict"
+        # the client keeps the cookie: the API answers it from now on
+        assert (await client.get("/customers/C-1")).status == 200
+
+    with_client(BOTH, check)
+
+
+def test_an_open_server_answers_everyone() -> None:
+    async def check(client: TestClient) -> None:
+        assert (await client.get("/customers/C-1")).status == 200
+
+    with_client(ApiCredentials(), check)
+
+
+# --------------------------------------------------------------------------- live fan-out
+
+
+def change(profile_id: str, version: int, forwarded_to: str | None = None) -> Out:
+    record = ProfileChangeRecord(
+        kind="card_changed",
+        profile_id=profile_id,
+        customer_id=None if profile_id.startswith("~") else profile_id,
+        version=version,
+        changed=["receipts"],
+        forwarded_to=forwarded_to,
+        at=datetime(2026, 11, 2, tzinfo=UTC),
+        card={"email": "ann@example.com"},
+    )
+    return Out("profile_changes", profile_id, record)
+
+
+def drain(queue: asyncio.Queue[Any]) -> list[Any]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+def test_watchers_hear_their_profile_only_and_never_its_personal_data() -> None:
+    async def run() -> None:
+        watch = CardWatch()
+        c1, c1_again, c2 = watch.watch("C-1"), watch.watch("C-1"), watch.watch("C-2")
+        watch.published([change("C-1", 3), change("C-3", 1), Out("profile_ops", "C-1", b"x")])
+        expected = CardChangeNotice("C-1", 3, "card_changed", ("receipts",))
+        assert drain(c1) == [expected] and drain(c1_again) == [expected] and drain(c2) == []
+        assert b"example.com" not in expected.to_json()
+        watch.unwatch("C-1", c1)
+        watch.unwatch("C-1", c1)  # idempotent
+        assert watch.watchers == 2
+
+    asyncio.run(run())
+
+
+def test_a_slow_page_keeps_the_newest_notices_and_close_all_ends_every_stream() -> None:
+    async def run() -> None:
+        watch = CardWatch(queue_size=2)
+        slow = watch.watch("~device:d-1")
+        for version in range(1, 6):
+            watch.published([change("~device:d-1", version)])
+        watch.published([change("~device:d-1", 6, forwarded_to="C-9")])
+        assert [n.version for n in drain(slow)] == [5, 6]  # never blocks the agent
+        watch.published([change("~device:d-1", 7)])
+        watch.close_all()
+        assert drain(slow) == [None]
+
+    asyncio.run(run())
+
+
+def test_server_sent_event_format() -> None:
+    assert server_sent_event("change", b'{"a":1}') == b'event: change\ndata: {"a":1}\n\n'
