@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         recovery_consistency_check=settings.recovery_consistency_check,
+        table_standby_replicas=settings.standby_replicas,
         producer_linger=settings.producer_linger_ms / 1000,
         broker_max_poll_records=settings.max_poll_records,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="Longest a consumer fetch waits for data (Faust fixes 1500 ms; the embedded "
         "broker answers slowly at that setting, so the demo and tests use 50)",
     )
+    standby_replicas: int = Field(
+        0,
+        ge=0,
+        description="Standby copies of each table partition on other workers (faster "
+        "failover; off by default: a promoted standby copy was seen missing records)",
+    )
     producer_linger_ms: int = Field(
         5,
         ge=0,
