@@ -9,10 +9,8 @@ and neither its log nor its metrics may hold the personal data sent.
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -23,6 +21,7 @@ from app.producer import ChannelProducer
 from app.runner import WorkerProcess
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
+from tests.integration.test_identity import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +32,6 @@ DEVICE = {"name": "device", "value": "d-91"}
 CARD = {"name": "loyalty_card", "value": "8001"}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60.0, every: float = 0.3) -> Any:
-    """Retry `check` until it stops raising AssertionError; re-raise the last one after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(every)
 
 
 def scrape(worker: WorkerProcess) -> tuple[str, Samples]:
@@ -107,8 +94,8 @@ def test_metrics_count_the_story_and_logs_are_json_without_personal_data(
         ),
         make_receipt(receipt_id="R-1", link=CARD, event_id="pos-1", ts="2026-11-01T12:00:00+00:00"),
     )
-    eventually(lambda: assert_has(facts_of(worker, "~device:d-91"), "view-1"))
-    eventually(lambda: assert_has(facts_of(worker, "~loyalty_card:8001"), "pos-1"))
+    eventually(lambda: assert_has(facts_of(worker, "~device:d-91"), "view-1"), timeout=60)
+    eventually(lambda: assert_has(facts_of(worker, "~loyalty_card:8001"), "pos-1"), timeout=60)
     # C-1 claims both (2 merges) and a new email (1 link) ...
     send(
         make_identify(
@@ -119,7 +106,7 @@ def test_metrics_count_the_story_and_logs_are_json_without_personal_data(
             ts="2026-11-02T10:00:00+00:00",
         )
     )
-    eventually(lambda: assert_is(owner_of(worker, "loyalty_card", "8001"), "C-1"))
+    eventually(lambda: assert_is(owner_of(worker, "loyalty_card", "8001"), "C-1"), timeout=60)
     # ... then the card changes owner (1 reassign, recorded by C-2's guard as a takeover)
     send(
         make_identify(
@@ -172,7 +159,7 @@ def test_metrics_count_the_story_and_logs_are_json_without_personal_data(
         assert value(samples, out, topic=topics.quarantine.name) == 1
         return samples
 
-    samples = eventually(counted)
+    samples = eventually(counted, timeout=60)
 
     def caught_up() -> Samples:
         _, now = scrape(worker)
@@ -185,7 +172,7 @@ def test_metrics_count_the_story_and_logs_are_json_without_personal_data(
         assert lags(now, internal) == {str(p): 0 for p in range(topics.partitions)}
         return now
 
-    samples = eventually(caught_up)
+    samples = eventually(caught_up, timeout=60)
     assert value(samples, "cardstream_process_resident_memory_bytes") > 10_000_000
     assert value(samples, "cardstream_rebalancing") == 0
     content_type, _ = scrape(worker)

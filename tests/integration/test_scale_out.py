@@ -29,6 +29,7 @@ from app.scenario import BASE_TS, scenario
 from app.settings import Settings
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_identify, make_receipt
+from tests.integration.test_identity import eventually
 from tests.unit.test_pipeline_properties import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -45,18 +46,6 @@ def get_json(worker: WorkerProcess, path: str) -> tuple[int, Any]:
         return worker.get(path, timeout=10)
     except OSError as exc:
         raise AssertionError(f"{worker.url}{path}: {exc}") from exc
-
-
-def eventually(check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    """Retry `check` until it stops raising AssertionError; re-raise the last one after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(every)
 
 
 def input_partitions(worker: WorkerProcess, isolated: Isolated) -> set[int]:
