@@ -1,9 +1,10 @@
 """Operations the agents send each other over the internal topics.
 
 Each op is a frozen dataclass with a `kind`; `encode_op` / `decode_op` turn it
-into compact JSON. Events travel inside ops as their wire JSON (a string), so
-a fact handed from profile to profile is byte-for-byte what the channel sent
-(after normalisation).
+into compact JSON. An agent sends the ops a batch produced for one key as one
+message, a JSON array (`encode_ops` / `decode_ops`; a lone op stays an object).
+Events travel inside ops as their wire JSON (a string), so a fact handed from
+profile to profile is byte-for-byte what the channel sent (after normalisation).
 
 Which topic an op goes to, and under which key (DESIGN.md §2):
 
@@ -32,8 +33,9 @@ a merge keyed by A, then by C; this routes it A → link → C for that reason).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import orjson
 
@@ -161,18 +163,53 @@ _OPS: dict[str, type[Any]] = {
 }
 
 
+def is_op(message: object) -> TypeGuard[Op]:
+    """True when `message` is one of the ops above."""
+    return type(message) in _OPS.values()
+
+
 def encode_op(op: Op) -> bytes:
     """The op as compact JSON: `{"op": kind, ...fields}`."""
     return orjson.dumps({"op": op.kind, **dataclasses.asdict(op)})
 
 
+def encode_ops(ops: Sequence[Op]) -> bytes:
+    """Several ops for one key as one message: a JSON array of encoded ops.
+
+    A single op is sent as its object (`encode_op`), so a worker of an older
+    version still reads it.
+    """
+    if len(ops) == 1:
+        return encode_op(ops[0])
+    return orjson.dumps([{"op": op.kind, **dataclasses.asdict(op)} for op in ops])
+
+
+def _op_from(data: Any) -> Op:
+    cls = _OPS[data.pop("op")]
+    if cls in (ReturnFacts, AbsorbFacts):
+        data["facts"] = tuple(data["facts"])
+    return cls(**data)
+
+
 def decode_op(raw: bytes) -> Op:
     """Decode an op; raises ValueError for bytes that are no known op."""
     try:
+        return _op_from(orjson.loads(raw))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not an internal op: {exc!r}") from None
+
+
+def decode_ops(raw: bytes) -> list[Op]:
+    """The ops of a message: one op (`encode_op`) or several (`encode_ops`).
+
+    Raises ValueError for bytes that are no known op or list of ops.
+    """
+    try:
         data = orjson.loads(raw)
-        cls = _OPS[data.pop("op")]
-        if cls in (ReturnFacts, AbsorbFacts):
-            data["facts"] = tuple(data["facts"])
-        return cls(**data)
+        if isinstance(data, list):
+            if not data:
+                raise ValueError("an empty list of ops")
+            return [_op_from(item) for item in data]
+        return [_op_from(data)]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not an internal op: {exc!r}") from None

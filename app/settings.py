@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     stream_buffer_maxsize: int = Field(
         16384, ge=1, description="Records a stream buffers ahead of its agent (Faust: 4096)"
     )
+    batch_max: int = Field(
+        500,
+        ge=1,
+        description="Most records an agent folds at once: each key's state is read, written "
+        "and its card published once per batch (1: one record at a time)",
+    )
+    batch_within_ms: float = Field(
+        10.0,
+        gt=0,
+        description="Longest an agent waits to fill a batch, ms (adds up to this per hop to "
+        "the latency)",
+    )
     recovery_consistency_check: bool = Field(
         True, description="Faust's recovery offset check; turn off only on the embedded broker"
     )

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 
 from app.broker import die_with_parent, stop_process
 from bench.harness import Bench, embedded_bench, mixed_records, publish, wait_folded
@@ -66,10 +67,29 @@ def run_cardstream(bench: Bench, count: int, workers: int) -> tuple[float, int]:
         proc.wait_ready()
     start = time.monotonic()
     end = wait_folded(procs, count)
-    accepted = sum(proc.get("/stats")[1]["accepted_total"] for proc in procs)
+    stats = [proc.get("/stats")[1] for proc in procs]
+    accepted = sum(s["accepted_total"] for s in stats)
     for proc in procs:
         proc.stop()
+    counters: Counter[str] = Counter()
+    for s in stats:
+        counters.update(s["agents"])
+    print_traffic(counters, count)
     return end - start, accepted
+
+
+def print_traffic(counters: Counter[str], count: int) -> None:
+    """Per input event: internal ops and the messages carrying them, output records."""
+    internal = ("guard_ops", "identity_ops", "profile_ops")
+    ops = sum(counters[f"sent.{role}"] for role in internal)
+    messages = sum(counters[f"messages.{role}"] for role in internal)
+    cards = counters["sent.profile_changes"]
+    changes = counters["sent.identity_changes"]
+    print(
+        f"per event: {ops / count:.2f} internal ops in {messages / count:.2f} messages, "
+        f"{cards / count:.2f} card records, {changes / count:.2f} identity changes",
+        flush=True,
+    )
 
 
 def main() -> None:

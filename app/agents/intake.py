@@ -3,8 +3,10 @@
 Nothing a producer sends can stop the worker: a record that does not parse,
 validate or normalise, or that carries no usable identifier, goes to the
 dead-letter topic unchanged, with the reason and its origin in headers (see
-`app.agents.outbox.dead_letter_headers`). Valid events go where `route_accepted` says; a
-bug in a step dead-letters the record with the error instead of stopping the agent.
+`app.agents.outbox.dead_letter_headers`). Valid events go where
+`route_accepted` says (a batch's ops for one key in one message,
+`app.agents.batching`); a bug in a step dead-letters the record with the error
+instead of stopping the agent.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import faust
 from faust.types import EventT
 
-from app.agents.outbox import dead_letter_failure, log_rejection, send_dead_letter, send_outs
+from app.agents.batching import Outbox, batches
+from app.agents.outbox import dead_letter_failure, log_rejection, send_dead_letter
 from app.agents.stats import WorkerStats
 from app.channels import Channels
 from app.domain.resolution import route_accepted
@@ -40,15 +43,22 @@ def register(app: faust.App, channels: Channels, settings: Settings, stats: Work
 
     @app.agent(channels.inputs, name="intake")
     async def intake(stream: faust.StreamT[bytes]) -> None:
-        async for record in stream.events():
-            try:
-                event = accept_record(record.message.value or b"", settings.default_phone_region)
-                outs = route_accepted(event, event_to_json(event).decode(), settings.blocked_values)
-            except InvalidEvent as exc:
-                await reject(record, exc)
-                continue
-            except Exception as exc:  # a bug must neither lose the record nor stop intake
-                await dead_letter_failure(channels, stats.agents, "intake", record, exc)
-                continue
-            stats.accepted[event.type] += 1
-            await send_outs(channels, outs, stats.agents)
+        async for batch in batches(stream, settings):
+            outbox = Outbox(channels, stats.agents)
+            for record in batch:
+                try:
+                    event = accept_record(
+                        record.message.value or b"", settings.default_phone_region
+                    )
+                    outs = route_accepted(
+                        event, event_to_json(event).decode(), settings.blocked_values
+                    )
+                except InvalidEvent as exc:
+                    await reject(record, exc)
+                    continue
+                except Exception as exc:  # a bug must neither lose the record nor stop intake
+                    await dead_letter_failure(channels, stats.agents, "intake", record, exc)
+                    continue
+                stats.accepted[event.type] += 1
+                outbox.add(outs)
+            await outbox.flush()

@@ -67,18 +67,23 @@ def dead_letter_headers(
     ]
 
 
-async def send_dead_letter(channels: Channels, record: EventT, reason: str) -> None:
+async def send_dead_letter(
+    channels: Channels, record: EventT, reason: str, value: bytes | None = None
+) -> None:
     """Send `record` unchanged (key, value) to the dead-letter topic with `reason`.
 
-    Nothing is sent while dead letters are muted (a rebuild: the live state version
-    dead-lettered the same input records already).
+    `value` replaces the record's value: the one op of a several-op message that
+    failed. Nothing is sent while dead letters are muted (a rebuild: the live state
+    version dead-lettered the same input records already).
     """
     if "dead_letter" in channels.muted:
         return
     msg = record.message
+    if value is None:
+        value = msg.value if msg.value is not None else b""
     await channels.dead_letter.send(
         key=msg.key,
-        value=msg.value if msg.value is not None else b"",
+        value=value,
         headers=dead_letter_headers(
             msg.topic, msg.partition, msg.offset, reason, datetime.now(UTC)
         ),
@@ -86,7 +91,12 @@ async def send_dead_letter(channels: Channels, record: EventT, reason: str) -> N
 
 
 async def dead_letter_failure(
-    channels: Channels, counters: Counter[str], agent: str, record: EventT, exc: Exception
+    channels: Channels,
+    counters: Counter[str],
+    agent: str,
+    record: EventT,
+    exc: Exception,
+    value: bytes | None = None,
 ) -> None:
     """A step raised: keep the message (dead-lettered with the error) and carry on.
 
@@ -97,7 +107,7 @@ async def dead_letter_failure(
     counters[f"{agent}.failed"] += 1
     msg = record.message
     log_failure(agent, msg.topic, msg.partition, msg.offset, exc)
-    await send_dead_letter(channels, record, f"internal error in {agent}: {exc!r}"[:1000])
+    await send_dead_letter(channels, record, f"internal error in {agent}: {exc!r}"[:1000], value)
 
 
 # Log lines name a record by topic, partition and offset, never by its content: an

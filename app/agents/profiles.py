@@ -1,8 +1,9 @@
 """The profile agent (keyed by profile id) and the abandoned-cart timer.
 
 The agent folds facts, hands facts back to their link, keeps the identity
-block, and publishes the card on `cdp.profile-changes` whenever it changed
-(`app.domain.resolution.profile_ops_step`). It also keeps, per profile with a
+block, and publishes the card on `cdp.profile-changes` whenever it changed:
+once per batch of the profile's ops (`app.domain.resolution.profile_batch_step`,
+`app.agents.batching`). It also keeps, per profile with a
 cart not yet notified, the time that cart becomes abandoned; a timer on every
 worker looks at its own partitions' deadlines and asks the agent to check the
 carts whose time has come, so the decision and its state stay with the agent.
@@ -21,13 +22,13 @@ from datetime import datetime, timedelta
 
 import faust
 
-from app.agents.outbox import dead_letter_failure, send_outs
+from app.agents.batching import fold_batches
 from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
 from app.domain.profile import profile_state_from_json, profile_state_to_json
-from app.domain.resolution import ProfileIdentity, profile_ops_step
+from app.domain.resolution import Failure, Out, ProfileIdentity, profile_batch_step
 from app.live import CardWatch
-from app.ops import CheckCart, decode_op, encode_op
+from app.ops import CheckCart, Op, encode_op
 from app.settings import Settings
 
 #: Seconds before the timer asks again about a cart it already asked about.
@@ -58,35 +59,31 @@ def register(
             ready_since.append(time.monotonic())
         return time.monotonic() - ready_since[0] >= settings.cart_grace_seconds
 
+    def fold_profile(profile_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
+        raw_state = tables.profiles.get(profile_id)
+        raw_identity = tables.profile_identity.get(profile_id)
+        state = profile_state_from_json(raw_state) if raw_state else None
+        identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
+        outcome = profile_batch_step(
+            state, identity, profile_id, ops, card_settings, settings.now()
+        )
+        if outcome.state != state:
+            tables.profiles[profile_id] = profile_state_to_json(outcome.state)
+        if outcome.identity is not None and outcome.identity != identity:
+            tables.profile_identity[profile_id] = outcome.identity.to_json()
+        deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None
+        if deadline != tables.cart_deadlines.get(profile_id):
+            if deadline is None:
+                del tables.cart_deadlines[profile_id]
+            else:
+                tables.cart_deadlines[profile_id] = deadline
+        if watch is not None:
+            watch.published(outcome.outs)  # open staff pages fetch the card again
+        return outcome.outs, outcome.failed
+
     @app.agent(channels.profile_ops, name="profiles")
     async def profiles(stream: faust.StreamT[bytes]) -> None:
-        async for record in stream.events():
-            try:
-                profile_id = record.message.key.decode()
-                op = decode_op(record.message.value)
-                stats.agents[f"profiles.{op.kind}"] += 1
-                raw_state = tables.profiles.get(profile_id)
-                raw_identity = tables.profile_identity.get(profile_id)
-                state = profile_state_from_json(raw_state) if raw_state else None
-                identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
-                outcome = profile_ops_step(
-                    state, identity, profile_id, op, card_settings, settings.now()
-                )
-                if outcome.state != state:
-                    tables.profiles[profile_id] = profile_state_to_json(outcome.state)
-                if outcome.identity is not None and outcome.identity != identity:
-                    tables.profile_identity[profile_id] = outcome.identity.to_json()
-                deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None
-                if deadline != tables.cart_deadlines.get(profile_id):
-                    if deadline is None:
-                        del tables.cart_deadlines[profile_id]
-                    else:
-                        tables.cart_deadlines[profile_id] = deadline
-                await send_outs(channels, outs=outcome.outs, counters=stats.agents)
-                if watch is not None:
-                    watch.published(outcome.outs)  # open staff pages fetch the card again
-            except Exception as exc:  # keep the message, keep the agent
-                await dead_letter_failure(channels, stats.agents, "profiles", record, exc)
+        await fold_batches(stream, settings, channels, stats.agents, "profiles", fold_profile)
 
     @app.timer(interval=settings.cart_check_interval)
     async def carts_due() -> None:

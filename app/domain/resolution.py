@@ -10,9 +10,10 @@ state and sends the messages. No Faust, no I/O, no clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -72,6 +73,11 @@ from app.ops import (
     ResolveLink,
     ReturnFacts,
 )
+
+S = TypeVar("S")
+
+#: An op of a batch that raised: its index in the batch and the error.
+Failure = tuple[int, Exception]
 
 #: How many identity history entries a profile keeps (newest).
 HISTORY_LIMIT = 50
@@ -420,15 +426,26 @@ def card_of(
     return build_card(state or ProfileState(profile_id), settings, now, card_identity(identity))
 
 
-def profile_ops_step(
+@dataclass(frozen=True, slots=True)
+class ProfileFold:
+    """What one op did to a profile before its card is published."""
+
+    state: ProfileState
+    identity: ProfileIdentity | None
+    outs: list[Out]
+    changed: frozenset[str]
+    kind: ProfileChangeKind
+
+
+def profile_fold(
     state: ProfileState | None,
     identity: ProfileIdentity | None,
     profile_id: str,
     op: Op,
     settings: CardSettings,
     now: datetime,
-) -> ProfileOutcome:
-    """Everything the profile agent does with one op, publishing the card when it changed."""
+) -> ProfileFold:
+    """One op folded into a profile: new states, messages, the card blocks it changed."""
     current = state or ProfileState(profile_id)
     kind: ProfileChangeKind = "card_changed"
     outs: list[Out] = []
@@ -444,20 +461,158 @@ def profile_ops_step(
             current, changed, kind = mark_cart_notified(current), CART_BLOCKS, "cart_abandoned"
     else:
         raise ValueError(f"the profile agent does not handle {op.kind}")
-    if changed:
-        card = card_of(current, identity, profile_id, settings, now)
-        record = ProfileChangeRecord(
-            kind=kind,
-            profile_id=profile_id,
-            customer_id=card["customer_id"],
-            version=current.version,
-            changed=sorted(changed),
-            forwarded_to=identity.forwarded_to if identity else None,
-            at=now,
-            card=card,
+    return ProfileFold(current, identity, outs, changed, kind)
+
+
+def profile_change(
+    state: ProfileState,
+    identity: ProfileIdentity | None,
+    profile_id: str,
+    changed: frozenset[str],
+    kind: ProfileChangeKind,
+    settings: CardSettings,
+    now: datetime,
+) -> Out:
+    """The `cdp.profile-changes` record of a profile whose `changed` blocks changed."""
+    card = card_of(state, identity, profile_id, settings, now)
+    record = ProfileChangeRecord(
+        kind=kind,
+        profile_id=profile_id,
+        customer_id=card["customer_id"],
+        version=state.version,
+        changed=sorted(changed),
+        forwarded_to=identity.forwarded_to if identity else None,
+        at=now,
+        card=card,
+    )
+    return Out("profile_changes", profile_id, record)
+
+
+def profile_ops_step(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    profile_id: str,
+    op: Op,
+    settings: CardSettings,
+    now: datetime,
+) -> ProfileOutcome:
+    """Everything the profile agent does with one op, publishing the card when it changed."""
+    fold = profile_fold(state, identity, profile_id, op, settings, now)
+    outs = fold.outs
+    if fold.changed:
+        change = profile_change(
+            fold.state, fold.identity, profile_id, fold.changed, fold.kind, settings, now
         )
-        outs.append(Out("profile_changes", profile_id, record))
-    return ProfileOutcome(current, identity, outs, cart_abandonment_at(current, settings))
+        outs = [*outs, change]
+    return ProfileOutcome(
+        fold.state, fold.identity, outs, cart_abandonment_at(fold.state, settings)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome(Generic[S]):
+    """What a run of ops did to one key's state; `failed` holds (index, error) of ops that raised.
+
+    An op that raised changed nothing: the ops after it start from the state before it.
+    """
+
+    state: S
+    outs: list[Out]
+    failed: list[Failure]
+
+
+def fold_ops(
+    step: Callable[[S, Op], tuple[S, list[Out]]], state: S, ops: Sequence[Op]
+) -> BatchOutcome[S]:
+    """Fold `ops` one after the other through `step`, keeping going past an op that raises."""
+    outs: list[Out] = []
+    failed: list[Failure] = []
+    for index, op in enumerate(ops):
+        try:
+            state, step_outs = step(state, op)
+        except Exception as exc:  # a bug must not cost the other ops of the batch
+            failed.append((index, exc))
+            continue
+        outs.extend(step_outs)
+    return BatchOutcome(state, outs, failed)
+
+
+def guard_batch_step(
+    state: GuardState | None,
+    customer_id: str,
+    ops: Sequence[Op],
+    limits: GuardLimits,
+    blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES,
+) -> BatchOutcome[GuardState | None]:
+    """The guard of one CustomerId handles several ops (`guard_step` each, in order)."""
+
+    def step(held: GuardState | None, op: Op) -> tuple[GuardState | None, list[Out]]:
+        return guard_step(held, customer_id, op, limits, blocked)
+
+    return fold_ops(step, state, ops)
+
+
+def identity_batch_step(
+    state: LinkState | None, key: str, ops: Sequence[Op]
+) -> BatchOutcome[LinkState | None]:
+    """The identity agent of link `key` handles several ops (`identity_step` each, in order)."""
+
+    def step(held: LinkState | None, op: Op) -> tuple[LinkState | None, list[Out]]:
+        return identity_step(held, key, op)
+
+    return fold_ops(step, state, ops)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileBatchOutcome:
+    """What a run of ops did to one profile: one card publication for all of them."""
+
+    state: ProfileState
+    identity: ProfileIdentity | None
+    outs: list[Out]
+    deadline: datetime | None
+    failed: list[Failure]
+
+
+def profile_batch_step(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    profile_id: str,
+    ops: Sequence[Op],
+    settings: CardSettings,
+    now: datetime,
+) -> ProfileBatchOutcome:
+    """Fold several ops into one profile and publish its card once, if anything changed.
+
+    The record lists every block any op changed; its kind is `cart_abandoned` when
+    one of the ops marked the cart abandoned (a mailer must hear of it), else
+    `card_changed`. The final card is the one `profile_ops_step` gives after the
+    last op.
+    """
+    current = state or ProfileState(profile_id)
+    changed: set[str] = set()
+    kind: ProfileChangeKind = "card_changed"
+
+    def step(
+        held: tuple[ProfileState, ProfileIdentity | None], op: Op
+    ) -> tuple[tuple[ProfileState, ProfileIdentity | None], list[Out]]:
+        nonlocal kind
+        fold = profile_fold(held[0], held[1], profile_id, op, settings, now)
+        changed.update(fold.changed)
+        if fold.kind == "cart_abandoned":
+            kind = "cart_abandoned"
+        return (fold.state, fold.identity), fold.outs
+
+    batch = fold_ops(step, (current, identity), ops)
+    current, identity = batch.state
+    outs = batch.outs
+    if changed:
+        outs.append(
+            profile_change(current, identity, profile_id, frozenset(changed), kind, settings, now)
+        )
+    return ProfileBatchOutcome(
+        current, identity, outs, cart_abandonment_at(current, settings), batch.failed
+    )
 
 
 #: Blocks a `cart_abandoned` change concerns.
