@@ -84,13 +84,13 @@ class Settings(BaseSettings):
         16384, ge=1, description="Records a stream buffers ahead of its agent (Faust: 4096)"
     )
     batch_max: int = Field(
-        500,
+        1000,
         ge=1,
         description="Most records an agent folds at once: each key's state is read, written "
         "and its card published once per batch (1: one record at a time)",
     )
     batch_within_ms: float = Field(
-        10.0,
+        25.0,
         gt=0,
         description="Longest an agent waits to fill a batch, ms (adds up to this per hop to "
         "the latency)",

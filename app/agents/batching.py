@@ -76,8 +76,13 @@ async def decode_group(
 ) -> tuple[str, Ops]:
     """The key and the ops of a group of records; a record that does not decode is dead-lettered."""
     decoded = Ops()
-    for record in records:
+    name = ""
+    for record in records:  # one key: all of them fail on it, or none
         try:
+            key = record.message.key
+            if key is None:
+                raise ValueError("an internal op without a key")
+            name = key.decode()
             ops = decode_ops(record.message.value or b"")
         except Exception as exc:  # keep the message, keep the agent
             await dead_letter_failure(channels, counters, agent, record, exc)
@@ -86,8 +91,7 @@ async def decode_group(
             counters[f"{agent}.{op.kind}"] += 1
             decoded.ops.append(op)
             decoded.origins.append((record, len(ops) == 1))
-    key = records[0].message.key
-    return (key.decode() if key else ""), decoded
+    return name, decoded
 
 
 async def dead_letter_failed(

@@ -190,3 +190,41 @@ def test_replay_refuses_letters_from_topics_that_are_no_inputs(
     listed = cardstream("dead-letter", "list", env=env)
     assert f"{topics.quarantine.name}[?]@?" in listed.stdout
     assert "made up" in listed.stdout
+
+
+def test_an_internal_op_that_fails_is_dead_lettered_alone_and_its_batch_folds(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Agents fold several ops per message: a failing one costs only itself."""
+    from app.events import accept_record, event_to_json
+    from app.ops import AddFact, ReleaseFacts, encode_op, encode_ops
+    from tests.fixtures.factories import make_event
+
+    topics = isolated.topics
+    worker = start_worker()
+    profile_ops = f"{worker.env['CARDSTREAM_APP_ID']}-{topics.internal_name('profile_ops')}"
+    tag = accept_record(as_json(make_event("tag", customer_id="C-7", tag="vip")), "PL")
+    good = AddFact(event_to_json(tag).decode(), via=None)
+    broken = ReleaseFacts("device:d-1", "not a time", None, "C-8")
+    producer = ChannelProducer(broker.bootstrap, topics)
+    producer.produce(profile_ops, b"C-7", encode_ops([broken, good]))
+    producer.produce(profile_ops, b"C-7", b"{not an op")
+    producer.produce(profile_ops, None, encode_op(good))
+    assert producer.flush() == []
+    producer.close()
+
+    dead = read_topic(broker.bootstrap, topics.dead_letter.name, topics.partitions, 3)
+    reasons = {m.value(): dict(m.headers() or [])["cdp.reason"].decode() for m in dead}
+    assert set(reasons) == {encode_op(broken), b"{not an op", encode_op(good)}
+    assert reasons[encode_op(broken)].startswith("internal error in profiles: ValueError(")
+    assert "not an internal op" in reasons[b"{not an op"]
+    assert "without a key" in reasons[encode_op(good)]
+    assert all(dict(m.headers() or [])["cdp.source-topic"] == profile_ops.encode() for m in dead)
+
+    def tagged() -> bool:
+        status, card = worker.get("/customers/C-7")
+        return status == 200 and card["tags"] == ["vip"]
+
+    wait_for(tagged)
+    assert worker.alive()
+    assert worker.get("/stats")[1]["agents"]["profiles.failed"] == 3
