@@ -257,11 +257,6 @@ def test_two_then_three_workers_share_partitions_and_answer_every_lookup(
     eventually(lambda: answers_everywhere([first, second, third]), timeout=45)
 
 
-# Known flaky (about 1 run in 4 fails here): a worker that takes partitions over in
-# the middle of the stream has been seen without a few early link claims of a
-# partition; see the operations issue's note. Reruns keep CI meaningful while the
-# cause is found; the test itself is unchanged.
-@pytest.mark.flaky(reruns=2)
 def test_workers_join_and_leave_mid_stream_without_losing_or_doubling(
     broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
 ) -> None:
