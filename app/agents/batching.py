@@ -133,7 +133,13 @@ async def fold_batches(
             if not decoded.ops:
                 continue
             use_partition_of(records[-1])
-            outs, failed = fold(key, decoded.ops)
+            try:
+                outs, failed = fold(key, decoded.ops)
+            except Exception as exc:  # e.g. state that does not decode: keep every message
+                failed_records = {id(r): r for r, _ in decoded.origins}.values()
+                for record in failed_records:
+                    await dead_letter_failure(channels, counters, agent, record, exc)
+                continue
             outbox.add(outs)
             await dead_letter_failed(channels, counters, agent, decoded, failed)
         await outbox.flush()

@@ -228,3 +228,45 @@ def test_an_internal_op_that_fails_is_dead_lettered_alone_and_its_batch_folds(
     wait_for(tagged)
     assert worker.alive()
     assert worker.get("/stats")[1]["agents"]["profiles.failed"] == 3
+
+
+def test_state_that_does_not_decode_dead_letters_its_ops_and_the_worker_goes_on(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A profile whose stored state is corrupt: its ops are dead-lettered, other profiles fold."""
+    from confluent_kafka.admin import AdminClient
+
+    topics = isolated.topics
+    first = start_worker()
+    table = topics.internal_name("profiles")
+    listed = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
+    [changelog] = [
+        name
+        for name in listed
+        if name.startswith(first.env["CARDSTREAM_APP_ID"]) and name.endswith(f"-{table}-changelog")
+    ]
+    first.stop()
+    producer = ChannelProducer(broker.bootstrap, topics)
+    producer.produce(changelog, b"C-9", b"\xffnot a profile")  # the key's partition: murmur2
+    assert producer.flush() == []
+    worker = start_worker(data_dir_of=first)  # recovers the corrupt value from the changelog
+
+    producer.produce(*producer.prepare(as_json(make_identify(customer_id="C-10"))))
+    producer.produce(topics.events.name, b"C-9", as_json(make_receipt(customer_id="C-9")))
+    producer.produce(topics.events.name, b"C-10", as_json(make_receipt(customer_id="C-10")))
+    assert producer.flush() == []
+    producer.close()
+
+    dead = read_topic(broker.bootstrap, topics.dead_letter.name, topics.partitions, 1)
+    [letter] = dead
+    headers = dict(letter.headers() or [])
+    assert headers["cdp.reason"].decode().startswith("internal error in profiles:")
+    assert letter.key() == b"C-9"
+
+    def folded() -> bool:
+        status, card = worker.get("/customers/C-10")
+        return status == 200 and len(card["receipts"]) == 1
+
+    wait_for(folded)
+    assert worker.alive()
+    assert worker.get("/stats")[1]["agents"]["profiles.failed"] == 1
