@@ -6,8 +6,8 @@ unchanged (same key, same bytes) with headers saying why and from where (see
 `cardstream dead-letter list | replay` runs:
 
 - `read_dead_letters` reads every partition of the dead-letter topic from its
-  beginning up to the high watermark seen at the start, by assignment (it never
-  joins or commits to a consumer group, so it disturbs nobody);
+  beginning up to the end offset measured at the start, by assignment (it never
+  joins or commits to a consumer group, so it disturbs nobody; `app.offsets`);
 - `select_letters`, `format_letter`, `letter_json` and `parse_fixes` are pure;
 - `plan_replay` decides, per letter, what would be sent where (or why not),
   and `send_replay` sends that plan with the channel producer.
@@ -32,16 +32,15 @@ Blank lines and lines starting with `#` are skipped.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException
 
-from app.end_offsets import read_end_offsets
 from app.events import Identify, InvalidEvent, accept_record, event_key, event_to_json
+from app.offsets import OffsetsError, end_offsets, partitions_of, read_records
 from app.topics import Topics
 
 #: header names the worker writes (app.agents.outbox.dead_letter_headers)
@@ -136,96 +135,35 @@ def letter_from_record(
     )
 
 
-def _letter_from_message(msg: Message) -> DeadLetter:
-    partition, offset = msg.partition(), msg.offset()
-    assert partition is not None and offset is not None  # set on every consumed record
-    headers = msg.headers()
-    pairs = list(headers.items()) if isinstance(headers, dict) else headers
-    key = msg.key()
-    return letter_from_record(
-        partition, offset, key.encode() if isinstance(key, str) else key, msg.value(), pairs
-    )
-
-
 def read_dead_letters(bootstrap: str, topics: Topics, *, timeout: float = 30.0) -> list[DeadLetter]:
     """Every record of the dead-letter topic, oldest rejection first.
 
-    Reads each partition from its low to its high watermark as seen at the
-    start (records arriving meanwhile are left for the next run), by
-    assignment: no consumer group is joined and nothing is committed. Raises
+    Reads each partition from its start up to its end offset as measured at the
+    start (records arriving meanwhile are left for the next run), by assignment:
+    no consumer group is joined and nothing is committed (`app.offsets`). Raises
     DeadLetterError when the topic does not exist, the broker does not answer,
     or the reading takes longer than `timeout` seconds.
     """
     topic = topics.dead_letter.name
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "cardstream-dead-letter-reader",  # required by the client; never joined
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "log.connection.close": False,
-        }
-    )
-    letters: list[DeadLetter] = []
     try:
-        try:
-            meta = consumer.list_topics(topic, timeout=min(timeout, 10.0))
-        except KafkaException as exc:
-            raise DeadLetterError(
-                f"no Kafka broker answered at {bootstrap} ({exc}); "
-                "start one with `cardstream broker` or set CARDSTREAM_BOOTSTRAP"
-            ) from exc
-        described = meta.topics.get(topic)
-        if described is None or described.error is not None or not described.partitions:
-            raise DeadLetterError(
-                f"topic {topic} does not exist on {bootstrap}; run `cardstream topics apply`"
-            )
-        watermarks = {
-            partition: consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=min(timeout, 10.0)
-            )
-            for partition in sorted(described.partitions)
-        }
-        # the embedded broker reports the end short after a multi-record batch
-        true_ends = read_end_offsets(
-            bootstrap, {(topic, p): high for p, (_, high) in watermarks.items()}, min(timeout, 10.0)
+        partitions = partitions_of(bootstrap, topic, timeout=min(timeout, 10.0))
+    except OffsetsError as exc:
+        raise DeadLetterError(
+            f"no Kafka broker answered at {bootstrap} ({exc}); "
+            "start one with `cardstream broker` or set CARDSTREAM_BOOTSTRAP"
+        ) from exc
+    if not partitions:
+        raise DeadLetterError(
+            f"topic {topic} does not exist on {bootstrap}; run `cardstream topics apply`"
         )
-        ends: dict[int, int] = {}
-        start: list[TopicPartition] = []
-        for partition, (low, _) in watermarks.items():
-            high = true_ends[(topic, partition)]
-            if high > low:
-                ends[partition] = high
-                start.append(TopicPartition(topic, partition, low))
-        if not start:
-            return []
-        consumer.assign(start)
-        pending = set(ends)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise DeadLetterError(
-                    f"reading {topic} took longer than {timeout:.0f}s "
-                    f"(partitions {sorted(pending)} unfinished); try again"
-                )
-            batch = consumer.consume(500, 0.5)
-            for msg in batch:
-                if msg.error() is not None:
-                    continue
-                partition, offset = msg.partition(), msg.offset()
-                if partition not in pending or offset is None:
-                    continue
-                if offset < ends[partition]:
-                    letters.append(_letter_from_message(msg))
-                if offset >= ends[partition] - 1:
-                    pending.discard(partition)
-            if not batch and pending:
-                # gaps (compaction, transaction markers) can hide the last offset
-                for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-                    if tp.offset >= ends[tp.partition]:
-                        pending.discard(tp.partition)
-    finally:
-        consumer.close()
+    try:
+        ends = end_offsets(bootstrap, [(topic, p) for p in partitions], timeout=min(timeout, 10.0))
+        letters = [
+            letter_from_record(r.partition, r.offset, r.key, r.value, r.headers)
+            for r in read_records(bootstrap, ends, timeout=timeout)
+        ]
+    except OffsetsError as exc:
+        raise DeadLetterError(f"reading {topic}: {exc}; try again") from exc
     letters.sort(key=lambda x: (x.rejected_at or "", x.partition, x.offset))
     return letters
 

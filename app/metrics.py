@@ -11,7 +11,7 @@ families out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
@@ -53,83 +53,93 @@ def consumer_lag(highwater: int | None, committed: int | None) -> int | None:
     return max(0, highwater - (committed if committed is not None and committed >= 0 else 0))
 
 
+def _family(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    samples: Iterable[tuple[Sequence[str], float]],
+    labels: Sequence[str] = (),
+) -> Metric:
+    """A `cardstream_<name>` family holding `samples` (label values, value)."""
+    family = kind(f"{PREFIX}_{name}", documentation, labels=list(labels))
+    for values, n in samples:
+        family.add_metric(list(values), n)
+    return family
+
+
 def worker_families(counts: WorkerCounts) -> list[Metric]:
     """The `cardstream_*` metric families of one scrape (process metrics come apart)."""
     stats = counts.stats
-    events_in = CounterMetricFamily(
-        f"{PREFIX}_events_in",
-        "Records this worker consumed, per topic (inputs, internal topics, changelogs)",
-        labels=["topic"],
-    )
-    for topic, n in sorted(counts.received_by_topic.items()):
-        events_in.add_metric([topic], n)
-    records_out = CounterMetricFamily(
-        f"{PREFIX}_records_out",
-        "Records this worker produced, per topic (outputs, internal topics, changelogs)",
-        labels=["topic"],
-    )
-    for topic, n in sorted(counts.sent_by_topic.items()):
-        records_out.add_metric([topic], n)
-    accepted = CounterMetricFamily(
-        f"{PREFIX}_events_accepted", "Valid input events taken in, per event type", labels=["type"]
-    )
-    for event_type, n in sorted(stats.accepted.items()):
-        accepted.add_metric([event_type], n)
-    dead = CounterMetricFamily(
-        f"{PREFIX}_dead_letters",
-        "Records sent to the dead-letter topic, per stage and kind of fault",
-        labels=["stage", "reason"],
-    )
     dead_counts = {("intake", kind): 0 for kind in INVALID_EVENT_KINDS}
     dead_counts.update(stats.dead_letter_counts())
-    for (stage, reason), n in sorted(dead_counts.items()):
-        dead.add_metric([stage, reason], n)
-    changes = CounterMetricFamily(
-        f"{PREFIX}_identity_changes",
-        "Identity changes published: linked, merged, reassigned, quarantined, released",
-        labels=["kind"],
-    )
-    for kind in get_args(IdentityChangeKind):
-        changes.add_metric([kind], stats.agents[f"change.{kind}"])
-    held = CounterMetricFamily(
-        f"{PREFIX}_quarantined_claims",
-        "Identify events the guard held on the quarantine topic instead of linking",
-    )
-    held.add_metric([], stats.agents["sent.quarantine"])
-    takeovers = CounterMetricFamily(
-        f"{PREFIX}_takeovers",
-        "Links a customer took from another known customer, as recorded by its guard",
-    )
-    takeovers.add_metric([], stats.agents["guard.record_takeover"])
-    ops = CounterMetricFamily(
-        f"{PREFIX}_agent_ops", "Messages each agent handled, per op", labels=["agent", "op"]
-    )
+    ops = []
     for key, n in sorted(stats.agents.items()):
         agent, _, op = key.partition(".")
         if agent in AGENTS and op != "failed":
-            ops.add_metric([agent, op], n)
-    lag = GaugeMetricFamily(
-        f"{PREFIX}_consumer_lag",
-        "Records not yet committed per assigned partition (high watermark - committed offset)",
-        labels=["topic", "partition"],
-    )
-    for (topic, partition), n in sorted(counts.lag.items()):
-        lag.add_metric([topic, str(partition)], n)
-    rebalancing = GaugeMetricFamily(
-        f"{PREFIX}_rebalancing", "1 while the consumer group is rebalancing, else 0"
-    )
-    rebalancing.add_metric([], 1 if counts.rebalancing else 0)
+            ops.append(((agent, op), n))
+    counter, gauge = CounterMetricFamily, GaugeMetricFamily
     return [
-        events_in,
-        records_out,
-        accepted,
-        dead,
-        changes,
-        held,
-        takeovers,
-        ops,
-        lag,
-        rebalancing,
+        _family(
+            counter,
+            "events_in",
+            "Records this worker consumed, per topic (inputs, internal topics, changelogs)",
+            (((topic,), n) for topic, n in sorted(counts.received_by_topic.items())),
+            ["topic"],
+        ),
+        _family(
+            counter,
+            "records_out",
+            "Records this worker produced, per topic (outputs, internal topics, changelogs)",
+            (((topic,), n) for topic, n in sorted(counts.sent_by_topic.items())),
+            ["topic"],
+        ),
+        _family(
+            counter,
+            "events_accepted",
+            "Valid input events taken in, per event type",
+            (((event_type,), n) for event_type, n in sorted(stats.accepted.items())),
+            ["type"],
+        ),
+        _family(
+            counter,
+            "dead_letters",
+            "Records sent to the dead-letter topic, per stage and kind of fault",
+            sorted(dead_counts.items()),
+            ["stage", "reason"],
+        ),
+        _family(
+            counter,
+            "identity_changes",
+            "Identity changes published: linked, merged, reassigned, quarantined, released",
+            (((kind,), stats.agents[f"change.{kind}"]) for kind in get_args(IdentityChangeKind)),
+            ["kind"],
+        ),
+        _family(
+            counter,
+            "quarantined_claims",
+            "Identify events the guard held on the quarantine topic instead of linking",
+            [((), stats.agents["sent.quarantine"])],
+        ),
+        _family(
+            counter,
+            "takeovers",
+            "Links a customer took from another known customer, as recorded by its guard",
+            [((), stats.agents["guard.record_takeover"])],
+        ),
+        _family(counter, "agent_ops", "Messages each agent handled, per op", ops, ["agent", "op"]),
+        _family(
+            gauge,
+            "consumer_lag",
+            "Records not yet committed per assigned partition (high watermark - committed offset)",
+            (((topic, str(partition)), n) for (topic, partition), n in sorted(counts.lag.items())),
+            ["topic", "partition"],
+        ),
+        _family(
+            gauge,
+            "rebalancing",
+            "1 while the consumer group is rebalancing, else 0",
+            [((), 1 if counts.rebalancing else 0)],
+        ),
     ]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
@@ -38,6 +38,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+    headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
 
 
 def _where(msg: Message) -> tuple[Partition, int]:
@@ -45,6 +46,11 @@ def _where(msg: Message) -> tuple[Partition, int]:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
     return (topic, partition), offset
+
+
+def _headers(msg: Message) -> list[tuple[str, str | bytes | None]]:
+    headers = msg.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
 def _consumer(bootstrap: str, group: str = "cardstream-offsets") -> Consumer:
@@ -98,7 +104,8 @@ def _drain(consumer: Consumer, until: dict[Partition, int], timeout: float) -> I
                 f"reading {', '.join(f'{t}[{p}]' for t, p in sorted(open_))} took over "
                 f"{timeout:.0f}s"
             )
-        for msg in consumer.consume(500, 0.2):
+        batch = consumer.consume(500, 0.2)
+        for msg in batch:
             if msg.error() is not None:
                 continue
             tp, offset = _where(msg)
@@ -110,6 +117,11 @@ def _drain(consumer: Consumer, until: dict[Partition, int], timeout: float) -> I
             yield msg
             if offset + 1 >= until[tp]:
                 open_.discard(tp)
+        if not batch and open_:
+            # gaps (compaction, transaction markers) can hide the last offsets
+            for at in consumer.position([TopicPartition(t, p) for t, p in sorted(open_)]):
+                if at.offset >= until[(at.topic, at.partition)]:
+                    open_.discard((at.topic, at.partition))
 
 
 def end_offsets(
@@ -160,6 +172,7 @@ def read_records(
                 msg.key(),
                 msg.value(),
                 timestamp if timestamp_type else None,
+                _headers(msg),
             )
     finally:
         consumer.close()

@@ -163,9 +163,12 @@ _OPS: dict[str, type[Any]] = {
 }
 
 
+_OP_TYPES = frozenset(_OPS.values())
+
+
 def is_op(message: object) -> TypeGuard[Op]:
     """True when `message` is one of the ops above."""
-    return type(message) in _OPS.values()
+    return type(message) in _OP_TYPES
 
 
 def encode_op(op: Op) -> bytes:

@@ -11,7 +11,7 @@ state and sends the messages. No Faust, no I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -394,16 +394,18 @@ IDENTITY_BLOCKS = frozenset({"identity", "links", "contacts"})
 
 @dataclass(frozen=True, slots=True)
 class ProfileOutcome:
-    """What one op did to a profile: new states, messages, and its cart deadline.
+    """What one op or a run of ops did to a profile: new states, messages, cart deadline.
 
     `deadline` is when the current cart becomes abandoned (None: no deadline; the
     caller stores or clears it). States are the inputs themselves when unchanged.
+    `failed` holds the (index, error) of the ops of a run that raised.
     """
 
     state: ProfileState
     identity: ProfileIdentity | None
     outs: list[Out]
     deadline: datetime | None
+    failed: list[Failure] = field(default_factory=list)
 
 
 def card_identity(identity: ProfileIdentity | None) -> CardIdentity:
@@ -563,17 +565,6 @@ def identity_batch_step(
     return fold_ops(step, state, ops)
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileBatchOutcome:
-    """What a run of ops did to one profile: one card publication for all of them."""
-
-    state: ProfileState
-    identity: ProfileIdentity | None
-    outs: list[Out]
-    deadline: datetime | None
-    failed: list[Failure]
-
-
 def profile_batch_step(
     state: ProfileState | None,
     identity: ProfileIdentity | None,
@@ -581,7 +572,7 @@ def profile_batch_step(
     ops: Sequence[Op],
     settings: CardSettings,
     now: datetime,
-) -> ProfileBatchOutcome:
+) -> ProfileOutcome:
     """Fold several ops into one profile and publish its card once, if anything changed.
 
     The record lists every block any op changed; its kind is `cart_abandoned` when
@@ -610,7 +601,7 @@ def profile_batch_step(
         outs.append(
             profile_change(current, identity, profile_id, frozenset(changed), kind, settings, now)
         )
-    return ProfileBatchOutcome(
+    return ProfileOutcome(
         current, identity, outs, cart_abandonment_at(current, settings), batch.failed
     )
 

@@ -131,6 +131,16 @@ def merged(worker: WorkerProcess) -> dict:
     return card
 
 
+def merged_worker(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> WorkerProcess:
+    """A worker with the API token that has merged the four-channel story into C-1."""
+    worker = start_worker(api_token=TOKEN)
+    send(broker, isolated, four_channel_story())
+    eventually(lambda: merged(worker))
+    return worker
+
+
 def sign_in(page: Any, worker: WorkerProcess, query: str = "") -> None:
     """Open the page with ?token= once: the worker sets the cookie and drops the token."""
     page.goto(f"{worker.url}/staff/?{query}{'&' if query else ''}token={TOKEN}")
@@ -143,9 +153,7 @@ def test_search_by_email_opens_the_merged_card_and_a_receipt_shows_its_items(
     start_worker: Callable[..., WorkerProcess],
     page: Any,
 ) -> None:
-    worker = start_worker(api_token=TOKEN)
-    send(broker, isolated, four_channel_story())
-    eventually(lambda: merged(worker))
+    worker = merged_worker(broker, isolated, start_worker)
 
     sign_in(page, worker)
     page.fill("#search-input", "  ann.nowak@EXAMPLE.com ")
@@ -185,9 +193,7 @@ def test_a_new_order_and_a_merge_show_up_without_a_reload(
     start_worker: Callable[..., WorkerProcess],
     page: Any,
 ) -> None:
-    worker = start_worker(api_token=TOKEN)
-    send(broker, isolated, four_channel_story())
-    eventually(lambda: merged(worker))
+    worker = merged_worker(broker, isolated, start_worker)
 
     sign_in(page, worker, "profile=C-1")
     page.wait_for_selector("#live.on")
@@ -271,9 +277,7 @@ def test_requests_without_the_token_are_refused_and_staff_sign_in_with_it(
     start_worker: Callable[..., WorkerProcess],
     page: Any,
 ) -> None:
-    worker = start_worker(api_token=TOKEN)
-    send(broker, isolated, four_channel_story())
-    eventually(lambda: merged(worker))
+    worker = merged_worker(broker, isolated, start_worker)
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     for path in ("/customers/C-1", "/links/email/ann.nowak@example.com/card", "/stats"):
         assert get(worker.url + path) == 401, path
