@@ -76,6 +76,7 @@ class Tables:
     links: TableT
     guards: TableT
     profiles: TableT
+    profile_facts: TableT
     profile_identity: TableT
     cart_deadlines: TableT
 
@@ -93,7 +94,8 @@ class Tables:
         return cls(
             links=table("links", "link key -> LinkState"),
             guards=table("guards", "customer_id -> GuardState"),
-            profiles=table("profiles", "profile id -> ProfileState (facts)"),
+            profiles=table("profiles", "profile id -> ProfileState (the card's aggregates)"),
+            profile_facts=table("profile_facts", "profile key -> one fact or index entry"),
             profile_identity=table("profile_identity", "profile id -> ProfileIdentity"),
             cart_deadlines=table("cart_deadlines", "profile id -> cart abandonment time"),
         )

@@ -98,7 +98,7 @@ def profiles_to_export(
     for profile_id in sorted(states.keys() | identities.keys()):
         state = states.get(profile_id)
         identity = identities.get(profile_id)
-        has_facts = state is not None and bool(state.facts)
+        has_facts = state is not None and not state.is_empty
         has_links = identity is not None and bool(identity.links)
         if has_facts or (has_links and not is_anonymous_profile(profile_id)):
             wanted.append(profile_id)
@@ -107,7 +107,8 @@ def profiles_to_export(
 
 def latest_event_time(states: Iterable[ProfileState]) -> datetime | None:
     """The latest event time of any fact (None when there are none)."""
-    return max((fact.ts for state in states for fact in state.facts), default=None)
+    times = [state.blocks["updated_at"] for state in states if not state.is_empty]
+    return datetime.fromisoformat(max(times)) if times else None
 
 
 def export_lines(

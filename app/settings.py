@@ -136,6 +136,9 @@ class Settings(BaseSettings):
         "late events that would still save the cart",
     )
     activity_limit: int = Field(200, description="Entries kept in a card's activity feed")
+    receipts_on_card: int = Field(
+        50, description="Latest receipts a card carries (the API pages the rest)"
+    )
     rfm_recency_days: tuple[float, float, float, float] = Field(
         (30, 90, 180, 365), description="RFM recency cut points, days since the last receipt"
     )
@@ -183,6 +186,7 @@ class Settings(BaseSettings):
             interest_days=self.interest_days,
             cart_idle=timedelta(seconds=self.cart_idle_seconds),
             activity_limit=self.activity_limit,
+            receipts_on_card=self.receipts_on_card,
             rfm=RfmThresholds(self.rfm_recency_days, self.rfm_frequency, self.rfm_monetary),
         )
 

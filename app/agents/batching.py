@@ -6,13 +6,16 @@ write (a RocksDB put and a changelog record), a send. So each agent takes up to
 partition and key in arrival order, loads each key's state once, folds all its
 ops, writes the state once, and the outbox sends one message per destination
 key and internal topic (a JSON array of ops, `app.ops.encode_ops`) instead of
-one per op. Output records (card changes, identity changes, quarantine, dead
-letters) stay one record each.
+one per op, or as few as keep each under the record limit (`app.limits`). Output
+records (card changes, identity changes, quarantine, dead letters) stay one
+record each. An op or an output too large alone is dead-lettered in a bounded
+form, with where its records came from (`app.agents.outbox.Origin`).
 
 Order is kept where it matters: the ops of one key are folded in arrival
-order, and the ops one key sends to another key travel in one message, in
-order. Records of different keys could always arrive in any order (they are
-on different partitions in general); the domain steps do not depend on it.
+order, and the ops one key sends to another key travel in one message (or
+consecutive messages to the same partition), in order. Records of different
+keys could always arrive in any order (they are on different partitions in
+general); the domain steps do not depend on it.
 Records are acknowledged (their offsets may be committed) only after the whole
 batch was folded and its messages handed to the producer.
 """
@@ -29,13 +32,14 @@ import faust
 from faust.streams import _current_event
 from faust.types import EventT
 
-from app.agents.outbox import dead_letter_failure, send_outs
+from app.agents.outbox import Origin, dead_letter_failure, dead_letter_too_large, send_outs
 from app.channels import Channels
 from app.domain.resolution import Failure, Out
-from app.ops import Op, decode_ops, encode_op, encode_ops, is_op
+from app.limits import MAX_RECORD_BYTES, chunk_ops
+from app.ops import Op, decode_ops, encode_op, is_op
 from app.settings import Settings
 
-#: Roles whose messages are internal ops, sent as one message per key.
+#: Roles whose messages are internal ops, sent in as few messages per key as the limit allows.
 INTERNAL_ROLES = frozenset({"guard_ops", "identity_ops", "profile_ops"})
 
 
@@ -140,44 +144,81 @@ async def fold_batches(
                 for record in failed_records:
                     await dead_letter_failure(channels, counters, agent, record, exc)
                 continue
-            outbox.add(outs)
+            outbox.add(outs, Origin.of(records))
             await dead_letter_failed(channels, counters, agent, decoded, failed)
         await outbox.flush()
 
 
 def gather(outs: Iterable[Out]) -> tuple[dict[tuple[str, str], list[Op]], list[Out]]:
     """Internal ops by (topic role, key), each key's in order; and the other messages, in order."""
-    internal: dict[tuple[str, str], list[Op]] = {}
-    outputs: list[Out] = []
-    for out in outs:
+    internal, outputs = _gather((out, None) for out in outs)
+    return (
+        {place: [op for op, _ in ops] for place, ops in internal.items()},
+        [out for out, _ in outputs],
+    )
+
+
+Traced = tuple[Out, Origin | None]
+
+
+def _gather(
+    outs: Iterable[Traced],
+) -> tuple[dict[tuple[str, str], list[tuple[Op, Origin | None]]], list[Traced]]:
+    """`gather`, each message with its origin."""
+    internal: dict[tuple[str, str], list[tuple[Op, Origin | None]]] = {}
+    outputs: list[Traced] = []
+    for out, origin in outs:
         message = out.message
         if out.role in INTERNAL_ROLES and not out.headers and is_op(message):
-            internal.setdefault((out.role, out.key), []).append(message)
+            internal.setdefault((out.role, out.key), []).append((message, origin))
         else:
-            outputs.append(out)
+            outputs.append((out, origin))
     return internal, outputs
 
 
 class Outbox:
-    """Messages of a batch, sent at `flush`: one message per internal (topic, key)."""
+    """Messages of a batch, sent at `flush`: internal ops in few messages per (topic, key).
+
+    Each message of a key holds as many of its ops, in order, as fit under the
+    record limit (`app.limits.chunk_ops`); an op too large alone is dead-lettered
+    in a bounded form with its key, target topic and origin (`add`'s `origin`).
+    """
 
     def __init__(self, channels: Channels, counters: Counter[str]) -> None:
         self.channels = channels
         self.counters = counters
-        self.outs: list[Out] = []
+        self.outs: list[Traced] = []
 
-    def add(self, outs: Iterable[Out]) -> None:
-        self.outs.extend(outs)
+    def add(self, outs: Iterable[Out], origin: Origin | None = None) -> None:
+        """Messages to send; `origin`: the records they came from, named by dead letters."""
+        self.outs.extend((out, origin) for out in outs)
 
     async def flush(self) -> None:
-        """Send everything gathered: internal ops as one message per key, outputs one by one."""
-        internal, outputs = gather(self.outs)
+        """Send everything gathered: each key's ops in bounded messages, outputs one by one."""
+        internal, outputs = _gather(self.outs)
         self.outs = []
-        for (role, key), ops in internal.items():
+        for (role, key), traced in internal.items():
             if role in self.channels.muted:
-                self.counters[f"muted.{role}"] += len(ops)
+                self.counters[f"muted.{role}"] += len(traced)
                 continue
-            self.counters[f"sent.{role}"] += len(ops)
+            await self.send_ops(role, key, traced)
+        await send_outs(
+            self.channels,
+            [out for out, _ in outputs],
+            self.counters,
+            [origin for _, origin in outputs],
+        )
+
+    async def send_ops(self, role: str, key: str, traced: list[tuple[Op, Origin | None]]) -> None:
+        """Send one key's ops in order, in messages under the limit; dead-letter ops too large."""
+        raw_key = key.encode()
+        chunks = chunk_ops([op for op, _ in traced], MAX_RECORD_BYTES - len(raw_key))
+        for index, encoded in chunks.oversized:
+            await dead_letter_too_large(
+                self.channels, self.counters, role, raw_key, encoded, (), traced[index][1]
+            )
+        topic = self.channels.by_role(role)
+        for message, count in zip(chunks.messages, chunks.counts, strict=True):
+            self.counters[f"sent.{role}"] += count
             self.counters[f"messages.{role}"] += 1
-            await self.channels.by_role(role).send(key=key.encode(), value=encode_ops(ops))
-        await send_outs(self.channels, outputs, self.counters)
+            await topic.send(key=raw_key, value=message)

@@ -15,7 +15,7 @@ import faust
 from faust.types import EventT
 
 from app.agents.batching import Outbox, batches
-from app.agents.outbox import dead_letter_failure, log_rejection, send_dead_letter
+from app.agents.outbox import Origin, dead_letter_failure, log_rejection, send_dead_letter
 from app.agents.stats import WorkerStats
 from app.channels import Channels
 from app.domain.resolution import route_accepted
@@ -39,7 +39,7 @@ def register(app: faust.App, channels: Channels, settings: Settings, stats: Work
             }
         )
         log_rejection(msg.topic, msg.partition, msg.offset, error)
-        await send_dead_letter(channels, record, error.reason)
+        await send_dead_letter(channels, record, error.reason, counters=stats.agents)
 
     @app.agent(channels.inputs, name="intake")
     async def intake(stream: faust.StreamT[bytes]) -> None:
@@ -60,5 +60,5 @@ def register(app: faust.App, channels: Channels, settings: Settings, stats: Work
                     await dead_letter_failure(channels, stats.agents, "intake", record, exc)
                     continue
                 stats.accepted[event.type] += 1
-                outbox.add(outs)
+                outbox.add(outs, Origin.of([record]))
             await outbox.flush()

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 import faust
 
 from app.agents.batching import fold_batches
+from app.agents.factstore import TableFactStore
 from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
 from app.domain.profile import profile_state_from_json, profile_state_to_json
@@ -59,13 +60,15 @@ def register(
             ready_since.append(time.monotonic())
         return time.monotonic() - ready_since[0] >= settings.cart_grace_seconds
 
+    store = TableFactStore(tables.profile_facts)
+
     def fold_profile(profile_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
         raw_state = tables.profiles.get(profile_id)
         raw_identity = tables.profile_identity.get(profile_id)
         state = profile_state_from_json(raw_state) if raw_state else None
         identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
         outcome = profile_batch_step(
-            state, identity, profile_id, ops, card_settings, settings.now()
+            state, identity, store, profile_id, ops, card_settings, settings.now()
         )
         if outcome.state != state:
             tables.profiles[profile_id] = profile_state_to_json(outcome.state)

@@ -32,6 +32,13 @@ from app.domain.card import (
     cart_abandonment_due,
     mark_cart_notified,
 )
+from app.domain.facts import (
+    FactStore,
+    OverlayFactStore,
+    fact_from_json,
+    fact_header,
+    fact_to_json,
+)
 from app.domain.identity import (
     Claim,
     GuardLimits,
@@ -51,9 +58,6 @@ from app.domain.links import DEFAULT_BLOCKED_VALUES, is_blocked, link_key
 from app.domain.profile import (
     ProfileState,
     absorb_facts,
-    blocks_for_facts,
-    fact_from_json,
-    fact_to_json,
     fold_event,
     take_facts,
 )
@@ -255,15 +259,38 @@ def identity_step(state: LinkState | None, key: str, op: Op) -> tuple[LinkState 
     if isinstance(op, ReturnFacts):
         by_owner: dict[str, list[str]] = {}
         for raw in op.facts:
-            owner = owner_at(state or LinkState(), key, fact_from_json(raw).ts)
+            ts = datetime.fromisoformat(fact_header(raw.encode())[1])
+            owner = owner_at(state or LinkState(), key, ts)
             if is_anonymous_profile(owner):
                 state = note_anonymous_event(state or LinkState())
             by_owner.setdefault(owner, []).append(raw)
         return state, [
-            Out("profile_ops", owner, AbsorbFacts(tuple(facts)))
+            Out("profile_ops", owner, AbsorbFacts(chunk))
             for owner, facts in by_owner.items()
+            for chunk in chunk_facts(facts)
         ]
     raise ValueError(f"the identity agent does not handle {op.kind}")
+
+
+#: Bytes of facts one AbsorbFacts / ReturnFacts op carries at most (a record stays
+#: well under the 512 KiB limit; a single larger fact travels alone).
+FACTS_PER_OP_BYTES = 128 * 1024
+
+
+def chunk_facts(facts: Sequence[str]) -> list[tuple[str, ...]]:
+    """Facts (JSON) in runs of at most FACTS_PER_OP_BYTES (a larger fact alone), order kept."""
+    chunks: list[tuple[str, ...]] = []
+    current: list[str] = []
+    size = 0
+    for raw in facts:
+        if current and size + len(raw) > FACTS_PER_OP_BYTES:
+            chunks.append(tuple(current))
+            current, size = [], 0
+        current.append(raw)
+        size += len(raw)
+    if current:
+        chunks.append(tuple(current))
+    return chunks
 
 
 # --------------------------------------------------------------------------- profile identity
@@ -359,31 +386,42 @@ def profile_identity_step(
 
 
 def profile_step(
-    state: ProfileState | None, profile_id: str, op: AddFact | AbsorbFacts | ReleaseFacts
+    state: ProfileState | None,
+    store: FactStore,
+    profile_id: str,
+    op: AddFact | AbsorbFacts | ReleaseFacts,
+    settings: CardSettings,
+    now: datetime,
 ) -> tuple[ProfileState, list[Out], frozenset[str]]:
     """A profile folds a fact, absorbs handed-over facts, or releases a link's facts.
 
-    Returns the new state, messages, and the card blocks that changed.
-    Released facts go back to their link's identity agent (ReturnFacts), which
-    sends each to its owner at the fact's time.
+    Returns the new head, messages, and the card blocks that changed; the facts' keys
+    are written to `store`. Released facts go back to their link's identity agent
+    (ReturnFacts, in runs of bounded size), which sends each to its owner at the
+    fact's time.
     """
     current = state or ProfileState(profile_id)
     if isinstance(op, AddFact):
-        result = fold_event(current, parse_event(op.event), op.via)
+        result = fold_event(current, store, parse_event(op.event), op.via, settings, now)
         return result.state, [], result.changed_blocks
     if isinstance(op, AbsorbFacts):
-        result = absorb_facts(current, [fact_from_json(raw) for raw in op.facts])
+        facts = [fact_from_json(raw) for raw in op.facts]
+        result = absorb_facts(current, store, facts, settings, now)
         return result.state, [], result.changed_blocks
-    taken_from, taken = take_facts(
+    taken = take_facts(
         current,
+        store,
         op.link_key,
         datetime.fromisoformat(op.ts_from) if op.ts_from else None,
         datetime.fromisoformat(op.ts_to) if op.ts_to else None,
+        settings,
+        now,
     )
-    if not taken:
+    if not taken.taken:
         return current, [], frozenset()
-    returned = ReturnFacts(tuple(fact_to_json(fact).decode() for fact in taken))
-    return taken_from, [Out("identity_ops", op.link_key, returned)], blocks_for_facts(taken)
+    returned = [fact_to_json(fact).decode() for fact in taken.taken]
+    outs = [Out("identity_ops", op.link_key, ReturnFacts(chunk)) for chunk in chunk_facts(returned)]
+    return taken.state, outs, taken.changed_blocks
 
 
 # --------------------------------------------------------------------------- the profile agent
@@ -442,17 +480,23 @@ class ProfileFold:
 def profile_fold(
     state: ProfileState | None,
     identity: ProfileIdentity | None,
+    store: FactStore,
     profile_id: str,
     op: Op,
     settings: CardSettings,
     now: datetime,
 ) -> ProfileFold:
-    """One op folded into a profile: new states, messages, the card blocks it changed."""
+    """One op folded into a profile: new states, messages, the card blocks it changed.
+
+    The op's writes to `store` are applied only when it does not raise.
+    """
     current = state or ProfileState(profile_id)
     kind: ProfileChangeKind = "card_changed"
     outs: list[Out] = []
     if isinstance(op, AddFact | AbsorbFacts | ReleaseFacts):
-        current, outs, changed = profile_step(state, profile_id, op)
+        overlay = OverlayFactStore(store)
+        current, outs, changed = profile_step(state, overlay, profile_id, op, settings, now)
+        overlay.commit()
     elif isinstance(op, LinkGained | LinkLost):
         updated = profile_identity_step(identity, profile_id, op)
         changed = IDENTITY_BLOCKS if updated != identity else frozenset()
@@ -493,13 +537,14 @@ def profile_change(
 def profile_ops_step(
     state: ProfileState | None,
     identity: ProfileIdentity | None,
+    store: FactStore,
     profile_id: str,
     op: Op,
     settings: CardSettings,
     now: datetime,
 ) -> ProfileOutcome:
     """Everything the profile agent does with one op, publishing the card when it changed."""
-    fold = profile_fold(state, identity, profile_id, op, settings, now)
+    fold = profile_fold(state, identity, store, profile_id, op, settings, now)
     outs = fold.outs
     if fold.changed:
         change = profile_change(
@@ -568,6 +613,7 @@ def identity_batch_step(
 def profile_batch_step(
     state: ProfileState | None,
     identity: ProfileIdentity | None,
+    store: FactStore,
     profile_id: str,
     ops: Sequence[Op],
     settings: CardSettings,
@@ -588,7 +634,7 @@ def profile_batch_step(
         held: tuple[ProfileState, ProfileIdentity | None], op: Op
     ) -> tuple[tuple[ProfileState, ProfileIdentity | None], list[Out]]:
         nonlocal kind
-        fold = profile_fold(held[0], held[1], profile_id, op, settings, now)
+        fold = profile_fold(held[0], held[1], store, profile_id, op, settings, now)
         changed.update(fold.changed)
         if fold.kind == "cart_abandoned":
             kind = "cart_abandoned"

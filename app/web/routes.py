@@ -7,6 +7,7 @@ port answers every lookup.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -17,9 +18,11 @@ from faust.web import Request, Response, View
 from prometheus_client.exposition import choose_encoder
 
 from app import __version__
+from app.agents.factstore import TableFactStore
 from app.agents.stats import WorkerStats
 from app.channels import Tables
-from app.domain.card import filter_activity
+from app.domain.card import filter_activity, receipts_page
+from app.domain.facts import fact_header, profile_prefix
 from app.domain.identity import anonymous_profile_id, link_state_from_json
 from app.domain.links import InvalidLink, link_key, normalize_link
 from app.domain.profile import profile_state_from_json
@@ -45,6 +48,20 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
 
     def not_found(web: View, what: str) -> Response:
         return web.json({"error": "not_found", "detail": what}, status=404)
+
+    def bad_request(web: View, what: str) -> Response:
+        return web.json({"error": "bad_request", "detail": what}, status=400)
+
+    def query_int(request: Request, name: str, default: int, high: int = 10_000) -> int | None:
+        """A whole-number query parameter in 1..high (`default` when absent); None if not."""
+        raw = request.query.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            return None
+        return value if 1 <= value <= high else None
 
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
@@ -191,17 +208,55 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
             }
         )
 
+    facts_store = TableFactStore(tables.profile_facts)
+
     @app.page("/profiles/{profile_id}/facts")
     async def profile_facts(web: View, request: Request, profile_id: str) -> Response:
-        """The events a profile is built from, oldest first, with the link each came through."""
+        """The events a profile holds (`?limit=`, default 1000), oldest first, with the link
+        each came through; `more` says that there are more than the limit."""
         if (forwarded := await elsewhere(tables.profiles, profile_id, web, request)) is not None:
             return forwarded
         raw = tables.profiles.get(profile_id)
         if raw is None:
             return not_found(web, f"profile {profile_id} holds no events")
         state = profile_state_from_json(raw)
+        limit = query_int(request, "limit", 1000)
+        if limit is None:
+            return bad_request(web, "limit must be a whole number from 1 to 10000")
+        rows = []
+        for _, value in facts_store.scan(profile_prefix(profile_id, b"e")):
+            via, ts, row = fact_header(value)
+            rows.append((ts, row[4]["event_id"], row[4]["type"], via))
+        rows.sort()
         facts = [
-            {"event_id": f.event_id, "type": f.event.type, "ts": f.ts.isoformat(), "via": f.via}
-            for f in state.facts
+            {"event_id": event_id, "type": kind, "ts": ts, "via": via}
+            for ts, event_id, kind, via in rows[:limit]
         ]
-        return web.json({"profile_id": profile_id, "version": state.version, "facts": facts})
+        return web.json(
+            {
+                "profile_id": profile_id,
+                "version": state.version,
+                "facts": facts,
+                "more": len(rows) > limit,
+            }
+        )
+
+    @app.page("/customers/{customer_id}/receipts")
+    async def customer_receipts(web: View, request: Request, customer_id: str) -> Response:
+        """A page of the customer's receipts, newest first: `?before=<date>` (the `next` of
+        the previous page) and `?limit=` (default 50, at most 500)."""
+        if (forwarded := await elsewhere(tables.profiles, customer_id, web, request)) is not None:
+            return forwarded
+        if tables.profiles.get(customer_id) is None:
+            return not_found(web, f"no customer {customer_id}")
+        limit = query_int(request, "limit", 50, high=500)
+        if limit is None:
+            return bad_request(web, "limit must be a whole number from 1 to 500")
+        before = request.query.get("before") or None
+        if before is not None:
+            try:
+                before = datetime.fromisoformat(before).astimezone(UTC).isoformat()
+            except ValueError:
+                return bad_request(web, "before must be an ISO 8601 time with an offset")
+        receipts, next_before = receipts_page(facts_store, customer_id, before, limit)
+        return web.json({"customer_id": customer_id, "receipts": receipts, "next": next_before})
