@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 IdentityChangeKind = Literal["linked", "merged", "reassigned", "quarantined", "released"]
@@ -72,4 +73,16 @@ class ProfileChangeRecord(BaseModel):
     card: dict[str, Any] = Field(description="The whole card (see the README's card section)")
 
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode()
+        """The record as JSON (orjson: the card is plain JSON-ready data, built by our code)."""
+        return orjson.dumps(
+            {
+                "kind": self.kind,
+                "profile_id": self.profile_id,
+                "customer_id": self.customer_id,
+                "version": self.version,
+                "changed": self.changed,
+                "forwarded_to": self.forwarded_to,
+                "at": self.at.isoformat(),
+                "card": self.card,
+            }
+        )

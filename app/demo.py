@@ -28,7 +28,7 @@ from app.cardview import render_card
 from app.events import parse_event
 from app.producer import ChannelProducer
 from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerFailed, WorkerProcess
-from app.scenario import BAD_RECORDS, scenario
+from app.scenario import BAD_RECORDS, scenario, scenario_clock
 from app.settings import Settings
 from app.topics import load_topics
 
@@ -50,7 +50,7 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
             workdir / "data",
             "cardstream-demo",
             workdir / "worker.log",
-            {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn"},
+            {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn", **scenario_clock()},
         ).start()
         step(f"starting a worker (web {worker.url}); waiting for its partitions")
         worker.wait_ready()

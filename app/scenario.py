@@ -10,12 +10,21 @@ a tag and a promo code. Deterministic for a given seed.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from faker import Faker
 
 BASE_TS = datetime.fromisoformat("2026-11-02T09:00:00+00:00")
+#: The time the demo and the benchmarks set their workers' clock to: a few days into the
+#: story, so that its views count as interest (within the interest window) as they did.
+SCENARIO_NOW = BASE_TS + timedelta(days=3)
+
+
+def scenario_clock() -> dict[str, float]:
+    """Worker settings that make its clock read SCENARIO_NOW (from this moment on)."""
+    return {"clock_offset_seconds": (SCENARIO_NOW - datetime.now(UTC)).total_seconds()}
+
 
 PRODUCTS = [
     ("P-100", "Leather boots", "shoes", 329.0),

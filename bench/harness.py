@@ -16,7 +16,7 @@ from app.admin import apply_topics
 from app.broker import EmbeddedBroker
 from app.producer import ChannelProducer
 from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
-from app.scenario import scenario
+from app.scenario import scenario, scenario_clock
 from app.topics import Topics, load_topics
 
 
@@ -35,7 +35,7 @@ class Bench:
             data_dir or self.workdir / f"data-{n}",
             app_id or f"bench-{uuid.uuid4().hex[:6]}",
             self.workdir / f"worker-{n}.log",
-            {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn"},
+            {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn", **scenario_clock()},
         )
 
 

@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from app.producer import ChannelProducer
 from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
+from app.scenario import scenario_clock
 from bench.harness import Bench, embedded_bench
 from bench.latency import WARM_UP_EVENTS, WARM_UP_FIRST, event, percentile, send_paced
 
@@ -90,7 +91,7 @@ def run(bench: Bench, rate: float, seconds: float, settings: dict[str, str]) -> 
         bench.workdir / "data",
         app_id,
         bench.workdir / "worker.log",
-        {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn", **settings},
+        {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn", **scenario_clock(), **settings},
     ).start()
     worker.wait_ready()
     out_topic = bench.topics.profile_changes.name

@@ -17,6 +17,7 @@ import time
 from app.export import export_lines, latest_event_time, read_state
 from app.rebuild import StartAt, run_rebuild
 from app.runner import EMBEDDED_BROKER_SETTINGS
+from app.scenario import scenario_clock
 from app.settings import Settings
 from bench.harness import embedded_bench, mixed_records, publish
 
@@ -31,6 +32,7 @@ def main(count: int = 20_000) -> None:
             app_id="bench-rebuild",
             state_version="r1",
             log_level="warn",
+            **scenario_clock(),  # type: ignore[arg-type]
             **EMBEDDED_BROKER_SETTINGS,  # type: ignore[arg-type]
         )
         progress = io.StringIO()

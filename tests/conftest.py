@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,15 @@ def isolated(broker: Broker, tmp_path: Path) -> Isolated:
     return Isolated(topics, topics_file)
 
 
+#: "Now" for the workers of the integration tests: the tests' events are dated around it.
+TEST_NOW = datetime(2026, 11, 10, tzinfo=UTC)
+
+
+def clock_offset_for(now: datetime = TEST_NOW) -> float:
+    """The `clock_offset_seconds` that makes a worker's clock read `now` (at this moment)."""
+    return (now - datetime.now(UTC)).total_seconds()
+
+
 @pytest.fixture
 def start_worker(
     broker: Broker, isolated: Isolated, tmp_path: Path
@@ -89,7 +99,13 @@ def start_worker(
     app_id = f"cardstream-test-{uuid.uuid4().hex[:8]}"
 
     def start(data_dir_of: WorkerProcess | None = None, **settings: object) -> WorkerProcess:
-        """A ready worker; `data_dir_of`: restart on that (stopped) worker's state."""
+        """A ready worker; `data_dir_of`: restart on that (stopped) worker's state.
+
+        Its clock reads TEST_NOW (the time of the tests' hand-written events, so that
+        their views are inside the interest window) unless `clock_offset_seconds` says
+        otherwise.
+        """
+        settings.setdefault("clock_offset_seconds", clock_offset_for())
         n = len(workers)
         data_dir = tmp_path / f"data-{n}"
         if data_dir_of is not None:

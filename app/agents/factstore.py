@@ -58,15 +58,17 @@ class TableFactStore:
             return
         rows: list[tuple[bytes, bytes]] = []
         for db in dbs:
-            rows.extend(_scan_db(db, prefix, reverse, before))
+            rows.extend(scan_rocksdict(db, prefix, reverse, before))
         if len(dbs) > 1:
             rows.sort(reverse=reverse)
         yield from rows
 
 
-def _scan_db(
-    db: Any, prefix: bytes, reverse: bool, before: bytes | None
+def scan_rocksdict(
+    db: Any, prefix: bytes, reverse: bool = False, before: bytes | None = None
 ) -> Iterator[tuple[bytes, bytes]]:
+    """Keys of one rocksdict database starting with `prefix`, in byte order (`reverse`:
+    descending; `before`: only keys below it)."""
     if reverse:
         start = before if before is not None else prefix + _END
         for key, value in db.items(backwards=True, from_key=start):

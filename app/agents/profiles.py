@@ -26,7 +26,7 @@ from app.agents.batching import fold_batches
 from app.agents.factstore import TableFactStore
 from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
-from app.domain.profile import profile_state_from_json, profile_state_to_json
+from app.domain.profile import HeadCache, profile_state_to_json
 from app.domain.resolution import Failure, Out, ProfileIdentity, profile_batch_step
 from app.live import CardWatch
 from app.ops import CheckCart, Op, encode_op
@@ -61,17 +61,20 @@ def register(
         return time.monotonic() - ready_since[0] >= settings.cart_grace_seconds
 
     store = TableFactStore(tables.profile_facts)
+    heads = HeadCache()
 
     def fold_profile(profile_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
         raw_state = tables.profiles.get(profile_id)
         raw_identity = tables.profile_identity.get(profile_id)
-        state = profile_state_from_json(raw_state) if raw_state else None
+        state = heads.get(profile_id, raw_state) if raw_state else None
         identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
         outcome = profile_batch_step(
             state, identity, store, profile_id, ops, card_settings, settings.now()
         )
         if outcome.state != state:
-            tables.profiles[profile_id] = profile_state_to_json(outcome.state)
+            encoded = profile_state_to_json(outcome.state)
+            tables.profiles[profile_id] = encoded
+            heads.put(profile_id, encoded, outcome.state)
         if outcome.identity is not None and outcome.identity != identity:
             tables.profile_identity[profile_id] = outcome.identity.to_json()
         deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None

@@ -65,6 +65,7 @@ from app.domain.profile import (
     profile_state_from_json,
     profile_state_to_json,
     receipt_entry,
+    replay_cart_rows,
     take_facts,
 )
 from app.domain.rfm import rfm_score
@@ -193,62 +194,21 @@ class Cart:
 
 
 def replay_cart(steps: Iterable[Sequence[Any]]) -> Cart:
-    """Replay cart steps (`[date, event_id, step]` rows of the head) in `(date, event_id)` order.
+    """The cart after replaying the head's cart rows (`replay_cart_rows`)."""
+    return _cart_of_view(replay_cart_rows(steps))
 
-    cart_add adds (or adds to) a line, keeping its first `added_at` and the latest
-    name and price; cart_remove removes the quantity (all when absent); cart_clear
-    empties the cart; a receipt (any status: the order was placed) removes every line
-    of a product it contains. Only steps that change the cart count as a change.
-    """
-    lines: dict[str, CartLine] = {}
-    changed_at: str | None = None
-    changed_by: str | None = None
-    channel: str | None = None
-    for at, event_id, step in sorted(steps, key=lambda row: (row[0], row[1])):
-        changed = False
-        kind = step["k"]
-        if kind == "add":
-            old = lines.get(step["p"])
-            lines[step["p"]] = CartLine(
-                step["p"],
-                step["n"] if step["n"] is not None else old.name if old else None,
-                step["c"] if step["c"] is not None else old.category if old else None,
-                step["pr"],
-                step["q"] + (old.quantity if old else 0),
-                old.added_at if old else _parse(at),
-            )
-            changed = True
-        elif kind == "remove":
-            old = lines.get(step["p"])
-            if old is not None:
-                if step["q"] is None or step["q"] >= old.quantity:
-                    del lines[step["p"]]
-                else:
-                    lines[step["p"]] = CartLine(
-                        old.product_id,
-                        old.name,
-                        old.category,
-                        old.price,
-                        old.quantity - step["q"],
-                        old.added_at,
-                    )
-                changed = True
-        elif kind == "clear":
-            changed = bool(lines)
-            lines.clear()
-        else:
-            bought = set(step["ps"]) & lines.keys()
-            for product_id in bought:
-                del lines[product_id]
-            changed = bool(bought)
-        if changed:
-            changed_at, changed_by, channel = at, event_id, step["ch"]
-    ordered = tuple(sorted(lines.values(), key=lambda line: (line.added_at, line.product_id)))
-    return Cart(ordered, None if changed_at is None else _parse(changed_at), changed_by, channel)
+
+def _cart_of_view(view: Mapping[str, Any]) -> Cart:
+    lines = tuple(
+        CartLine(product_id, name, category, price, quantity, _parse(added_at))
+        for product_id, name, category, price, quantity, added_at in view["lines"]
+    )
+    at = view["at"]
+    return Cart(lines, None if at is None else _parse(at), view["by"], view["ch"])
 
 
 def _cart_of(state: ProfileState) -> Cart:
-    return replay_cart(state.blocks["cart"])
+    return _cart_of_view(state.blocks["cart_view"])
 
 
 def cart_abandonment_at(state: ProfileState, settings: CardSettings) -> datetime | None:
@@ -497,9 +457,8 @@ def _cart_block(cart: Cart, settings: CardSettings, now: datetime) -> dict[str, 
 def _activity(
     blocks: Mapping[str, Any], cart: Cart, settings: CardSettings, now: datetime
 ) -> list[dict[str, Any]]:
-    entries: list[tuple[str, str, dict[str, Any]]] = [
-        (row[0], row[1], row[2]) for row in blocks["activity"]
-    ]
+    rows = blocks["activity"]  # newest first already
+    entries = [row[2] for row in rows]
     if cart.abandoned(settings.cart_idle, now) and cart.changed_at is not None:
         at = _iso(cart.changed_at + settings.cart_idle) or ""
         count = sum(line.quantity for line in cart.lines)
@@ -509,9 +468,10 @@ def _activity(
             "kind": "cart_abandoned",
             "description": f"Abandoned the cart with {count} item{'s' if count != 1 else ''}",
         }
-        entries.append((at, "", entry))
-    entries.sort(key=lambda e: (e[0], e[1]), reverse=True)
-    return [dict(entry) for _, _, entry in entries[: settings.activity_limit]]
+        # after every row at a later time, or at the same time with an event id: ("" sorts first)
+        index = next((i for i, row in enumerate(rows) if row[0] < at), len(rows))
+        entries.insert(index, entry)
+    return [dict(entry) for entry in entries[: settings.activity_limit]]
 
 
 def filter_activity(
@@ -528,24 +488,31 @@ def filter_activity(
 def receipts_page(
     store: FactStore, profile_id: str, before: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of the profile's receipts, newest first, dated before `before` (ISO; None:
-    from the newest); returns the entries and the `before` of the next page (None: last).
+    """A page of at most `limit` receipts of the profile, newest first (by date, then
+    receipt id), and the cursor of the next page (None: this was the last one).
 
-    Reads `limit` + 1 keys of the receipt date index and the facts shown: O(limit).
+    `before`: None for the newest; a cursor this function returned (`"<date>|<receipt
+    id>"`); or a bare ISO date in UTC (receipts dated before it). Reads `limit` + 1
+    keys of the receipt date index and the facts shown: O(limit), whatever the history.
     """
     prefix = profile_prefix(profile_id, b"d")
-    bound = None if before is None else prefix + before.encode()
+    bound = None
+    if before is not None:
+        date, _, receipt_id = before.partition("|")
+        bound = prefix + date.encode() + (b"\x00" + receipt_id.encode() if receipt_id else b"")
     rows: list[list[Any]] = []
-    more = False
-    for _, event_id in store.scan(prefix, reverse=True, before=bound):
+    cursor: str | None = None
+    last: bytes = b""
+    for key, event_id in store.scan(prefix, reverse=True, before=bound):
         if len(rows) == limit:
-            more = True
+            last_date, _, last_id = last[len(prefix) :].partition(b"\x00")
+            cursor = f"{last_date.decode()}|{last_id.decode()}"
             break
         raw = store.get(profile_prefix(profile_id, b"e") + event_id)
         if raw is not None:
             rows.append(fact_header(raw)[2])
-    entries = [receipt_entry(fact) for fact in facts_from_rows(rows)]
-    return entries, entries[-1]["date"] if more and entries else None
+            last = key
+    return [receipt_entry(fact) for fact in facts_from_rows(rows)], cursor
 
 
 # --------------------------------------------------------------------------- the card

@@ -272,3 +272,16 @@ class OverlayFactStore:
             else:
                 self.base.put(key, value)
         self.pending.clear()
+
+
+def held_facts(store: FactStore, profile_id: str) -> list[tuple[str, str | None, str]]:
+    """`(event_id, via, ts)` of every fact `profile_id` holds, sorted by (ts, event_id).
+
+    O(facts held): for tools, tests and the facts route, never for folding.
+    """
+    prefix = profile_prefix(profile_id, b"e")
+    rows = []
+    for key, raw in store.scan(prefix):
+        via, ts, _ = fact_header(raw)
+        rows.append((ts, key[len(prefix) :].decode(), via))
+    return [(event_id, via, ts) for ts, event_id, via in sorted(rows)]

@@ -21,9 +21,10 @@ Model
   version's time (the receipt's date). A status update that keeps the receipt counted
   on the same date adjusts the figures in O(1); one that uncounts it or moves its date
   recomputes the receipt figures from the profile's receipts (O(receipts)).
-* Views and visits count only within the interest window: one older than the window is
-  not stored (it still enters the activity feed if recent enough to be shown there),
-  and stored ones are deleted (tombstones) once they leave the window.
+* Views and visits count only within the interest window, by UTC day (the window's
+  first day is that of `now - interest_days`): one dated before it is not stored (it
+  still enters the activity feed if recent enough to be shown there), and stored ones
+  are deleted (tombstones) once their day leaves the window.
 * Identity hand-over: `take_facts` removes the facts resolved through a link within a
   time range and returns them; `absorb_facts` adds them to their new owner. Facts that
   came with the CustomerId (`via` None) never move, so merges never lose or double a
@@ -35,6 +36,7 @@ Model
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -77,6 +79,7 @@ from app.events import (
     Tag,
     Visit,
 )
+from app.limits import MAX_RECORD_BYTES
 
 __all__ = [
     "BLOCKS_BY_TYPE",
@@ -128,7 +131,7 @@ APP_CHANNELS = frozenset({"app", "mobile", "mobile_app", "ios", "android"})
 #: Below them every block is exact; past them the least recent entries are dropped.
 MAP_CAP = 500  # entries per keyed block: attributes, stores, bonuses, tags, mailings...
 CALLS_KEPT = 50  # latest call-centre contacts
-CART_STEPS_KEPT = 200  # latest cart changes the cart is replayed from
+CART_STEPS_KEPT = 50  # latest cart changes the cart is replayed from
 RECENT_RECEIPTS_BYTES = 192 * 1024  # the latest receipts' entries, encoded, at most
 
 
@@ -177,6 +180,7 @@ def _empty_blocks() -> dict[str, Any]:
         "calls": [],
         "views": {},
         "cart": [],
+        "cart_view": {"lines": [], "at": None, "by": None, "ch": None},
         "activity": [],
         "updated_at": None,
         "oldest_windowed": None,
@@ -361,6 +365,8 @@ class _Head:
         self._copied.add(name)
 
     def result(self, bump: bool) -> ProfileState:
+        if "cart" in self._copied:
+            self.blocks["cart_view"] = replay_cart_rows(self.blocks["cart"])
         return replace(
             self.state, blocks=self.blocks, version=self.state.version + (1 if bump else 0)
         )
@@ -381,15 +387,34 @@ def _insert_top(rows: list[list[Any]], row: list[Any], limit: int, descending: b
     """Insert `row` ([key..., payload]) into `rows` kept sorted by its first two fields,
     keeping at most `limit`; False when it did not make it (or is already there)."""
     sort_key = (row[0], row[1])
-    for existing in rows:
-        if (existing[0], existing[1]) == sort_key:
-            return False
-    rows.append(row)
-    rows.sort(key=lambda r: (r[0], r[1]), reverse=descending)
+    if descending:
+        index = bisect_left(rows, _Desc(sort_key), key=lambda r: _Desc((r[0], r[1])))
+    else:
+        index = bisect_left(rows, sort_key, key=lambda r: (r[0], r[1]))
+    if index < len(rows) and (rows[index][0], rows[index][1]) == sort_key:
+        return False
+    if index >= limit:
+        return False
+    rows.insert(index, row)
     if len(rows) > limit:
-        dropped = rows.pop() if descending else rows.pop(0)
-        return dropped is not row
+        if descending:
+            rows.pop()
+        else:
+            rows.pop(0)
+            return index > 0
     return True
+
+
+class _Desc:
+    """Reverses the order of a sort key (for bisecting lists sorted descending)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Desc) -> bool:
+        return self.key > other.key
 
 
 def _add_receipt_figures(head: _Head, fact: Fact, settings: CardSettings) -> None:
@@ -466,6 +491,56 @@ def _cart_step(fact: Fact) -> dict[str, Any] | None:
     return None
 
 
+def replay_cart_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """The cart after its changes (`[date, event_id, step]` rows) in `(date, event_id)` order.
+
+    cart_add adds (or adds to) a line, keeping its first `added_at` and the latest
+    name and price; cart_remove removes the quantity (all when absent); cart_clear
+    empties the cart; a receipt (any status: the order was placed) removes every line
+    of a product it contains. Only steps that change the cart count as a change.
+    Returns `{"lines": [[product_id, name, category, price, quantity, added_at]...],
+    "at", "by", "ch"}` (the last change's time, event id and channel).
+    """
+    lines: dict[str, list[Any]] = {}
+    at: str | None = None
+    by: str | None = None
+    channel: str | None = None
+    for when, event_id, step in sorted(rows, key=lambda row: (row[0], row[1])):
+        changed = False
+        kind = step["k"]
+        if kind == "add":
+            old = lines.get(step["p"])
+            lines[step["p"]] = [
+                step["p"],
+                step["n"] if step["n"] is not None else old[1] if old else None,
+                step["c"] if step["c"] is not None else old[2] if old else None,
+                step["pr"],
+                step["q"] + (old[4] if old else 0),
+                old[5] if old else when,
+            ]
+            changed = True
+        elif kind == "remove":
+            old = lines.get(step["p"])
+            if old is not None:
+                if step["q"] is None or step["q"] >= old[4]:
+                    del lines[step["p"]]
+                else:
+                    lines[step["p"]] = [*old[:4], old[4] - step["q"], old[5]]
+                changed = True
+        elif kind == "clear":
+            changed = bool(lines)
+            lines.clear()
+        else:
+            bought = set(step["ps"]) & lines.keys()
+            for product_id in bought:
+                del lines[product_id]
+            changed = bool(bought)
+        if changed:
+            at, by, channel = when, event_id, step["ch"]
+    ordered = sorted(lines.values(), key=lambda line: (line[5], line[0]))
+    return {"lines": ordered, "at": at, "by": by, "ch": channel}
+
+
 def _add_views(head: _Head, fact: Fact) -> None:
     event = fact.event
     assert isinstance(event, ProductView | CategoryView)
@@ -485,15 +560,7 @@ def _accumulate(head: _Head, fact: Fact, settings: CardSettings, windowed: bool)
     event = fact.event
     ts = iso(fact.ts)
     order = [ts, fact.event_id]
-    _touch(head, fact)
-    _insert_top(
-        head.write("activity"),
-        [iso(fact.date), fact.event_id, activity_entry(fact)],
-        settings.activity_limit,
-    )
-    step = _cart_step(fact)
-    if step is not None:
-        _insert_top(head.write("cart"), [iso(fact.date), fact.event_id, step], CART_STEPS_KEPT)
+    _add_rows(head, fact, settings)
     if isinstance(event, Identify):
         attrs = head.write("attrs")
         for name, value in event.attributes.items():
@@ -610,11 +677,27 @@ def _horizon(settings: CardSettings, now: datetime) -> str:
 
 
 def _in_window(fact: Fact, settings: CardSettings, now: datetime) -> bool:
-    return fact.event.type not in WINDOWED_TYPES or iso(fact.ts) >= _horizon(settings, now)
+    """False for a view or visit dated before the window's first UTC day (views count per
+    day: the same edge as `drop_expired` and the card's interests)."""
+    return fact.event.type not in WINDOWED_TYPES or (
+        iso(fact.ts)[:10] >= _horizon(settings, now)[:10]
+    )
+
+
+class FactTooLarge(ValueError):
+    """A fact whose stored form would pass the record limit (it is dead-lettered, not kept)."""
 
 
 def _store_fact(store: FactStore, profile_id: str, fact: Fact) -> None:
-    store.put(fact_key(profile_id, fact.event_id), fact_to_json(fact))
+    """Write the fact's keys; raises FactTooLarge past MAX_RECORD_BYTES (a table value and
+    its changelog record must stay under the limit)."""
+    value = fact_to_json(fact)
+    if len(value) > MAX_RECORD_BYTES - 1024:
+        raise FactTooLarge(
+            f"the fact of event {fact.event_id[:80]} is {len(value):,} bytes stored, over the "
+            f"{MAX_RECORD_BYTES:,}-byte record limit"
+        )
+    store.put(fact_key(profile_id, fact.event_id), value)
     event = fact.event
     if isinstance(event, Receipt):
         store.put(receipt_key(profile_id, event.receipt_id), fact.event_id.encode())
@@ -686,11 +769,24 @@ def _replace_receipt(
     assert isinstance(old, Receipt) and isinstance(event, Receipt)
     old_categories = {i.category for i in old.items if i.category is not None}
     new_categories = {i.category for i in event.items if i.category is not None}
+    # recount when the old version's store left the capped block, or when the store's name
+    # came from the replaced version and the new one does not rename it (only a recount
+    # finds the latest name among the receipts left)
+    store_id = None if old.store is None else old.store.id
+    held = None if store_id is None else head.read("stores").get(store_id)
+    recount_store = store_id is not None and (
+        held is None
+        or (
+            held[2] == [iso(kept.ts), kept.event_id]
+            and (event.store is None or event.store.id != store_id or event.store.name is None)
+        )
+    )
     if (
         counted(kept)
         and counted(new)
         and kept.date == new.date
         and (old_categories <= new_categories)
+        and not recount_store
     ):
         # a status update on the same date: take the old figures out, add the new ones
         summary = head.write("summary")
@@ -711,15 +807,20 @@ def _replace_receipt(
     else:
         # the receipt left the figures, entered them or moved: recount its profile's receipts
         _recount_receipts(head, store, settings)
+    _add_rows(head, new, settings)
+
+
+def _add_rows(head: _Head, fact: Fact, settings: CardSettings) -> None:
+    """The fact's activity entry, its cart change (if any) and the head's latest time."""
     _insert_top(
         head.write("activity"),
-        [iso(new.date), new.event_id, activity_entry(new)],
+        [iso(fact.date), fact.event_id, activity_entry(fact)],
         settings.activity_limit,
     )
-    step = _cart_step(new)
+    step = _cart_step(fact)
     if step is not None:
-        _insert_top(head.write("cart"), [iso(new.date), new.event_id, step], CART_STEPS_KEPT)
-    _touch(head, new)
+        _insert_top(head.write("cart"), [iso(fact.date), fact.event_id, step], CART_STEPS_KEPT)
+    _touch(head, fact)
 
 
 def _touch(head: _Head, fact: Fact) -> bool:
@@ -789,12 +890,16 @@ def drop_expired(
 ) -> ProfileState:
     """Delete the views and visits that left the interest window (store and head).
 
-    Cheap when nothing expired (one comparison); otherwise O(facts dropped). The card
-    is unchanged: views outside the window no longer count, their feed entries stay.
+    The window's edge is by UTC day, as the head counts views per day: facts dated
+    before the first day of the window go, those of that day stay (so that a head
+    rebuilt from the store, as `take_facts` does, counts what this head counts). Cheap
+    when nothing expired (one comparison); otherwise O(facts dropped). The card is
+    unchanged: views outside the window no longer count, their feed entries stay.
     """
     horizon = _horizon(settings, now)
+    first_day = horizon[:10]  # views count by UTC day: keep the facts of the days that count
     oldest = state.blocks["oldest_windowed"]
-    if oldest is None or oldest >= horizon:
+    if oldest is None or oldest[:10] >= first_day:
         return state
     head = _Head(state)
     pid = state.profile_id
@@ -803,7 +908,7 @@ def drop_expired(
     expired: list[bytes] = []
     for key, _ in store.scan(prefix):
         ts, _, event_id = key[len(prefix) :].partition(b"\x00")
-        if ts.decode() >= horizon:
+        if ts.decode()[:10] >= first_day:
             next_oldest = ts.decode()
             break
         expired.append(key)
@@ -814,7 +919,7 @@ def drop_expired(
     views = {
         category: {"days": days, "last": entry["last"]}
         for category, entry in state.blocks["views"].items()
-        if (days := {d: n for d, n in entry["days"].items() if d >= horizon[:10]})
+        if (days := {d: n for d, n in entry["days"].items() if d >= first_day})
     }
     head.set("views", views)
     return head.result(bump=False)
@@ -896,8 +1001,59 @@ def take_facts(
     for row in state.blocks["activity"]:
         if row[1] not in taken_ids and store.get(fact_key(pid, row[1])) is None:
             _insert_top(head.write("activity"), row, settings.activity_limit)
+            if head.read("updated_at") is None or row[0] > head.read("updated_at"):
+                head.set("updated_at", row[0])  # a view's feed date is its time
     result = head.result(bump=True)
     return TakeResult(result, tuple(taken), blocks_for_facts(taken))
+
+
+# --------------------------------------------------------------------------- the size bound
+
+#: The encoded head stays under this (and so under the 512 KiB record limit, with its
+#: card): past it, the least recent entries of the largest blocks are dropped.
+HEAD_BUDGET = 256 * 1024
+
+#: How to rank the entries of each keyed block, least recent (dropped first) lowest.
+_KEYED_ORDER: dict[str, Any] = {
+    "attrs": lambda e: (e[0], e[1]),
+    "tags": lambda e: (e[0], e[1]),
+    "subs": lambda e: (e[0], e[1]),
+    "polls": lambda e: (e[0], e[1]),
+    "stores": lambda e: e[0],
+    "bonuses": lambda e: e["o"],
+    "mailings": lambda e: e["first"],
+    "promos": lambda e: e["last"],
+    "views": lambda e: e["last"],
+    "bought": lambda e: e,
+}
+#: Lists kept newest first: the tail goes first.
+_LISTS = ("activity", "recent", "calls", "cart")
+
+
+def fit_head(state: ProfileState) -> ProfileState:
+    """`state` itself when its encoding is within HEAD_BUDGET; else a head without the least
+    recent half of its largest blocks, again and again until it is.
+
+    Only hostile or extraordinary input gets here (thousands of distinct attributes,
+    tags, stores...): the caps keep ordinary heads at a few tens of KiB.
+    """
+    if len(profile_state_to_json(state)) <= HEAD_BUDGET:
+        return state
+    head = _Head(state)
+    while True:
+        sizes = {name: len(orjson.dumps(head.read(name))) for name in (*_KEYED_ORDER, *_LISTS)}
+        largest = max(sizes, key=lambda name: sizes[name])
+        block = head.write(largest)
+        if isinstance(block, dict):
+            order = _KEYED_ORDER[largest]
+            ranked = sorted(block, key=lambda k: order(block[k]))
+            for key in ranked[: max(1, len(ranked) // 2)]:
+                del block[key]
+        else:
+            del block[len(block) // 2 :]
+        trimmed = head.result(bump=False)
+        if len(profile_state_to_json(trimmed)) <= HEAD_BUDGET:
+            return trimmed
 
 
 # --------------------------------------------------------------------------- serialisation
@@ -941,3 +1097,46 @@ def profile_state_from_json(raw: bytes) -> ProfileState:
         )
     except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"not a stored profile state: {exc}") from None
+
+
+class HeadCache:
+    """Decoded heads of recently folded profiles, so that a hot profile is not decoded again.
+
+    `get(profile_id, raw)` returns the cached head when `raw` is the very value it was
+    cached for (compared byte for byte: a table value changed by anybody else, or
+    recovered from the changelog, is decoded afresh). Heads are immutable, so sharing
+    them is safe. Bounded by the bytes of the values it holds (least recently used
+    dropped first).
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._entries: dict[str, tuple[bytes, ProfileState]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, profile_id: str, raw: bytes) -> ProfileState:
+        """The head of `profile_id` stored as `raw`; raises ValueError when it is malformed."""
+        entry = self._entries.pop(profile_id, None)
+        if entry is not None and entry[0] == raw:
+            self.hits += 1
+            self._entries[profile_id] = entry  # most recently used last
+            return entry[1]
+        if entry is not None:
+            self.used -= len(entry[0])
+        self.misses += 1
+        state = profile_state_from_json(raw)
+        self.put(profile_id, raw, state)
+        return state
+
+    def put(self, profile_id: str, raw: bytes, state: ProfileState) -> None:
+        """Remember that `raw` is the encoding of `state`."""
+        old = self._entries.pop(profile_id, None)
+        if old is not None:
+            self.used -= len(old[0])
+        self._entries[profile_id] = (raw, state)
+        self.used += len(raw)
+        while self.used > self.max_bytes and self._entries:
+            oldest = next(iter(self._entries))
+            self.used -= len(self._entries.pop(oldest)[0])

@@ -58,6 +58,7 @@ from app.domain.links import DEFAULT_BLOCKED_VALUES, is_blocked, link_key
 from app.domain.profile import (
     ProfileState,
     absorb_facts,
+    fit_head,
     fold_event,
     take_facts,
 )
@@ -642,6 +643,7 @@ def profile_batch_step(
 
     batch = fold_ops(step, (current, identity), ops)
     current, identity = batch.state
+    current = fit_head(current)
     outs = batch.outs
     if changed:
         outs.append(

@@ -243,8 +243,8 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
 
     @app.page("/customers/{customer_id}/receipts")
     async def customer_receipts(web: View, request: Request, customer_id: str) -> Response:
-        """A page of the customer's receipts, newest first: `?before=<date>` (the `next` of
-        the previous page) and `?limit=` (default 50, at most 500)."""
+        """A page of the customer's receipts, newest first: `?before=` (the `next` of the
+        previous page, or an ISO time) and `?limit=` (default 50, at most 500)."""
         if (forwarded := await elsewhere(tables.profiles, customer_id, web, request)) is not None:
             return forwarded
         if tables.profiles.get(customer_id) is None:
@@ -253,10 +253,12 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         if limit is None:
             return bad_request(web, "limit must be a whole number from 1 to 500")
         before = request.query.get("before") or None
-        if before is not None:
+        if before is not None and "|" not in before:
             try:
                 before = datetime.fromisoformat(before).astimezone(UTC).isoformat()
             except ValueError:
-                return bad_request(web, "before must be an ISO 8601 time with an offset")
+                return bad_request(
+                    web, "before must be the `next` of a page or an ISO 8601 time with an offset"
+                )
         receipts, next_before = receipts_page(facts_store, customer_id, before, limit)
         return web.json({"customer_id": customer_id, "receipts": receipts, "next": next_before})

@@ -183,7 +183,12 @@ def owner_card_receipts(worker: WorkerProcess, path: str) -> list[str]:
 def test_abandoned_cart_is_announced_once_and_survives_a_restart(
     broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    settings = {"cart_idle_seconds": 4, "cart_check_interval": 0.5, "cart_grace_seconds": 2}
+    settings = {
+        "cart_idle_seconds": 4,
+        "cart_check_interval": 0.5,
+        "cart_grace_seconds": 2,
+        "clock_offset_seconds": 0,  # the wall clock: the cart goes idle in real time
+    }
     worker = start_worker(**settings)
     now = datetime.now(UTC)
     send(
@@ -296,7 +301,7 @@ def test_card_command_and_activity_filter(
 def test_interest_expires_by_the_clock_and_survives_a_restart(
     broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    worker = start_worker(interest_days=30)
+    worker = start_worker(interest_days=30, clock_offset_seconds=0)  # the wall clock
     viewed = datetime.now(UTC) - timedelta(days=1)
     send(
         broker,

@@ -16,7 +16,6 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +27,7 @@ from app.producer import ChannelProducer
 from app.runner import WorkerProcess
 from app.scenario import scenario
 from app.settings import Settings
-from tests.conftest import Broker, Isolated
+from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.expected_cards import CalmPipeline
 
 pytestmark = pytest.mark.integration
@@ -93,7 +92,7 @@ def card_differences(worker: WorkerProcess, model: CalmPipeline) -> list[str]:
     for profile_id in sorted(model.profile_ids()):
         status, got = worker.get(f"/profiles/{quote(profile_id, safe='')}/card")
         card = comparable(got) if isinstance(got, dict) else got
-        expected = comparable(model.card(profile_id, datetime.now(UTC)))
+        expected = comparable(model.card(profile_id, TEST_NOW))  # the workers' clock
         if status != 200 or card != expected:
             if status != 200 or not isinstance(card, dict):
                 wrong.append(f"{profile_id}: HTTP {status}")
@@ -128,7 +127,7 @@ def wait_for_expected_cards(
 
 def expected_model(records: list[bytes]) -> CalmPipeline:
     model = CalmPipeline(Settings())
-    model.run(records, datetime.now(UTC))
+    model.run(records, TEST_NOW)
     return model
 
 

@@ -23,7 +23,7 @@ from app.offsets import end_offsets
 from app.producer import ChannelProducer
 from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
 from app.scenario import BAD_RECORDS, scenario
-from tests.conftest import Broker, Isolated
+from tests.conftest import Broker, Isolated, clock_offset_for
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 from tests.integration.test_identity import assert_equal, eventually
 
@@ -123,6 +123,8 @@ def test_rebuild_gives_byte_identical_cards_and_publishes_nothing(
         "CARDSTREAM_APP_ID": live.env["CARDSTREAM_APP_ID"],
         "CARDSTREAM_DATA_DIR": str(tmp_path / "rebuilds"),
         "CARDSTREAM_LOG_LEVEL": "info",
+        # the live worker's clock: the same events folded at the same time, the same cards
+        "CARDSTREAM_CLOCK_OFFSET_SECONDS": str(clock_offset_for()),
         **{
             f"CARDSTREAM_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in broker.worker_settings().items()

@@ -15,19 +15,20 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from aiokafka.partitioner import murmur2
 
+from app.domain.facts import held_facts
 from app.domain.resolution import card_of
 from app.producer import ChannelProducer
 from app.runner import WorkerProcess
 from app.scenario import BASE_TS, scenario
 from app.settings import Settings
-from tests.conftest import Broker, Isolated
+from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.factories import as_json, make_identify, make_receipt
 from tests.integration.test_identity import eventually
 from tests.unit.test_pipeline_properties import Pipeline
@@ -170,7 +171,7 @@ def in_phases(events: list[Event]) -> tuple[list[Event], list[Event], list[Event
 
 def modelled(events: list[Event]) -> Pipeline:
     """The pure pipeline after a calm run: each event in event-time order, fully handled."""
-    pipeline = Pipeline()
+    pipeline = Pipeline(now=TEST_NOW)  # the workers' clock
     for event in sorted(events, key=lambda e: (datetime.fromisoformat(e["ts"]), e["event_id"])):
         pipeline.intake(as_json(event))
         pipeline.run()
@@ -181,9 +182,7 @@ def model_facts(pipeline: Pipeline) -> dict[str, dict[str, str | None]]:
     """profile id -> {event_id: via} of every profile the model knows."""
     known = set(pipeline.profiles) | set(pipeline.identities)
     return {
-        pid: {f.event_id: f.via for f in pipeline.profiles[pid].facts}
-        if pid in pipeline.profiles
-        else {}
+        pid: {event_id: via for event_id, via, _ in held_facts(pipeline.store, pid)}
         for pid in known
     }
 
@@ -325,7 +324,7 @@ def test_workers_join_and_leave_mid_stream_without_losing_or_doubling(
     assert len(links) == customers * 4  # email, device, phone, loyalty card each
 
     def cards_match(worker: WorkerProcess) -> None:
-        now = datetime.now(UTC)
+        now = TEST_NOW  # the workers' clock
         cards = {
             pid: card_of(
                 pipeline.profiles.get(pid), pipeline.identities.get(pid), pid, settings, now

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from app.agents.batching import by_key, gather
 from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.domain.card import CardSettings
+from app.domain.facts import MemoryFactStore
 from app.domain.identity import Claim, GuardLimits
 from app.domain.resolution import (
     Out,
@@ -108,8 +109,9 @@ POOL = profile_pool()
 def one_by_one(ops: list[Op], now: datetime) -> tuple[Any, Any, list[Out], Any]:
     state = identity = deadline = None
     outs: list[Out] = []
+    store = MemoryFactStore()
     for op in ops:
-        outcome = profile_ops_step(state, identity, "C-1", op, CARD, now)
+        outcome = profile_ops_step(state, identity, store, "C-1", op, CARD, now)
         state, identity, deadline = outcome.state, outcome.identity, outcome.deadline
         outs.extend(outcome.outs)
     return state, identity, outs, deadline
@@ -133,8 +135,9 @@ def test_a_profile_batch_ends_where_one_op_at_a_time_ends(picks: list[int], cut:
     now = T0 + timedelta(hours=3)
     state, identity, outs, deadline = one_by_one(ops, now)
 
-    first = profile_batch_step(None, None, "C-1", ops[:cut], CARD, now)
-    second = profile_batch_step(first.state, first.identity, "C-1", ops[cut:], CARD, now)
+    store = MemoryFactStore()
+    first = profile_batch_step(None, None, store, "C-1", ops[:cut], CARD, now)
+    second = profile_batch_step(first.state, first.identity, store, "C-1", ops[cut:], CARD, now)
     assert (second.state, second.identity, second.deadline) == (state, identity, deadline)
     assert not first.failed and not second.failed
     # every other message, in the same order; at most one card per batch
@@ -153,7 +156,7 @@ def test_a_profile_batch_ends_where_one_op_at_a_time_ends(picks: list[int], cut:
 
 
 def test_a_batch_publishes_one_card_listing_every_changed_block() -> None:
-    outcome = profile_batch_step(None, None, "C-1", POOL[:6], CARD, T0)
+    outcome = profile_batch_step(None, None, MemoryFactStore(), "C-1", POOL[:6], CARD, T0)
     [record] = cards(outcome.outs)
     assert record.version == outcome.state.version
     assert {"cart", "identity", "links", "contacts"} <= set(record.changed)
@@ -163,11 +166,14 @@ def test_a_batch_publishes_one_card_listing_every_changed_block() -> None:
 def test_an_op_that_raises_costs_only_itself() -> None:
     broken = ReleaseFacts(DEVICE, "not a time", None, "C-2")
     good = [POOL[0], POOL[3]]
-    outcome = profile_batch_step(None, None, "C-1", [good[0], broken, good[1]], CARD, T0)
+    store = MemoryFactStore()
+    outcome = profile_batch_step(None, None, store, "C-1", [good[0], broken, good[1]], CARD, T0)
     [(index, error)] = outcome.failed
     assert index == 1 and isinstance(error, ValueError)
-    expected = profile_batch_step(None, None, "C-1", good, CARD, T0)
+    expected_store = MemoryFactStore()
+    expected = profile_batch_step(None, None, expected_store, "C-1", good, CARD, T0)
     assert (outcome.state, outcome.outs) == (expected.state, expected.outs)
+    assert store.values == expected_store.values  # the failing op wrote nothing
 
 
 def test_fold_ops_keeps_the_state_before_a_failing_op() -> None:

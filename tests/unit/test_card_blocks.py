@@ -1,4 +1,9 @@
-"""The card's blocks (app.domain.card.build_card), one at a time, computed by hand."""
+"""The card's blocks (app.domain.card.build_card), one at a time, computed by hand.
+
+The card renders a profile's head: events are folded one by one (`fold_event`) into a
+`ProfileState` with its facts in a `MemoryFactStore`, at a fold time `now` (by default the
+card's), with the same settings the card is built with.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ from app.domain.card import (
     fold_event,
     identity_change_entry,
     mark_cart_notified,
+    receipts_page,
 )
+from app.domain.facts import MemoryFactStore, fact_key
 from app.domain.identity import IdentityChange
 from app.domain.rfm import RfmThresholds
 from app.events import AnyEvent, parse_event
@@ -78,11 +85,28 @@ def identify(ts: datetime, attributes: dict[str, Any], event_id: str | None = No
     return parse_event(orjson.dumps(raw))
 
 
-def profile(*events: AnyEvent, profile_id: str = "C-1") -> ProfileState:
-    state = ProfileState(profile_id)
+def folded(
+    *events: AnyEvent,
+    now: datetime = BASE,
+    settings: CardSettings = SETTINGS,
+    profile_id: str = "C-1",
+) -> tuple[ProfileState, MemoryFactStore]:
+    """The head and fact store after folding `events` in the order given at fold time `now`
+    (only views and visits depend on it: those older than the interest window then are not
+    stored)."""
+    state, store = ProfileState(profile_id), MemoryFactStore()
     for event in events:
-        state = fold_event(state, event, None).state
-    return state
+        state = fold_event(state, store, event, None, settings, now).state
+    return state, store
+
+
+def profile(
+    *events: AnyEvent,
+    now: datetime = BASE,
+    settings: CardSettings = SETTINGS,
+    profile_id: str = "C-1",
+) -> ProfileState:
+    return folded(*events, now=now, settings=settings, profile_id=profile_id)[0]
 
 
 def card(
@@ -91,7 +115,8 @@ def card(
     settings: CardSettings = SETTINGS,
     identity: CardIdentity | None = None,
 ) -> dict[str, Any]:
-    return build_card(profile(*events), settings, now, identity)
+    """The card at `now` of the events folded at `now`."""
+    return build_card(profile(*events, now=now, settings=settings), settings, now, identity)
 
 
 # --------------------------------------------------------------------------- top level
@@ -294,6 +319,7 @@ def test_receipts_and_summary_figures() -> None:
         ("R-2", "completed"),
         ("R-1", "completed"),
     ]
+    assert result["receipts_more"] is False  # all 3 are on the card (50 fit)
     first = result["receipts"][2]
     assert first["store"] == {"id": "S-1", "name": "Galeria"}
     assert first["date"] == "2026-11-01T00:00:00+00:00"
@@ -392,6 +418,87 @@ def test_favorite_stores_count_receipts_per_store() -> None:
         {"id": "S-2", "name": "Centre", "receipts": 2},
         {"id": "S-0", "name": None, "receipts": 1},
     ]
+
+
+def test_the_card_carries_the_latest_receipts_on_card_and_says_more_exist() -> None:
+    """Rule change (issue 11): the card lists only the latest `receipts_on_card` receipts (by
+    date, then receipt id), `receipts_more` saying that older ones exist; the figures still
+    count every receipt, and the API pages the older ones."""
+    settings = CardSettings(receipts_on_card=3)
+    receipts = [receipt(f"R-{n}", 10.0 * n, at(days=n)) for n in range(1, 6)]
+    state, store = folded(*reversed(receipts), now=at(days=10), settings=settings)
+    result = build_card(state, settings, at(days=10))
+    assert [r["id"] for r in result["receipts"]] == ["R-5", "R-4", "R-3"]
+    assert result["receipts_more"] is True
+    assert result["summary"]["receipts_count"] == 5
+    assert result["summary"]["receipts_total"] == 150.0  # 10 + 20 + 30 + 40 + 50
+    assert result["summary"]["first_receipt_at"] == iso(at(days=1))
+
+    first, before = receipts_page(store, "C-1", None, 3)
+    assert [r["id"] for r in first] == ["R-5", "R-4", "R-3"]
+    assert before == f"{iso(at(days=3))}|R-3"  # the cursor: the last one's date and id
+    rest, after = receipts_page(store, "C-1", before, 3)
+    assert [r["id"] for r in rest] == ["R-2", "R-1"]
+    assert after is None
+
+
+def test_receipts_more_only_when_receipts_are_left_off() -> None:
+    """Rule change (issue 11): `receipts_more` is False while every receipt held is on the
+    card; a cancelled or returned receipt is held (listed) though not counted."""
+    settings = CardSettings(receipts_on_card=3)
+    receipts = [receipt(f"R-{n}", 10.0 * n, at(days=n)) for n in range(1, 4)]
+    fits = card(*receipts, now=at(days=10), settings=settings)
+    assert [r["id"] for r in fits["receipts"]] == ["R-3", "R-2", "R-1"]
+    assert fits["receipts_more"] is False
+
+    returned = receipt("R-9", 1.0, at(days=7), status="returned")
+    result = card(*receipts, returned, now=at(days=10), settings=settings)
+    assert [r["id"] for r in result["receipts"]] == ["R-9", "R-3", "R-2"]
+    assert result["receipts_more"] is True
+    assert result["summary"]["receipts_count"] == 3
+
+
+def test_a_status_update_of_a_receipt_off_the_card_changes_the_figures_not_the_list() -> None:
+    """The card's receipts are the latest by date (the earliest version's time): a later
+    version of an old receipt keeps it off the card, but its figures follow it."""
+    settings = CardSettings(receipts_on_card=3)
+    receipts = [receipt(f"R-{n}", 10.0 * n, at(days=n)) for n in range(1, 6)]
+    cancelled = receipt("R-1", 10.0, at(days=6), status="cancelled")
+    result = card(*receipts, cancelled, now=at(days=10), settings=settings)
+    assert [r["id"] for r in result["receipts"]] == ["R-5", "R-4", "R-3"]
+    assert result["receipts_more"] is True
+    assert result["summary"]["receipts_count"] == 4
+    assert result["summary"]["receipts_total"] == 140.0  # 20 + 30 + 40 + 50
+    assert result["summary"]["first_receipt_at"] == iso(at(days=2))
+
+
+@pytest.mark.parametrize("update_first", [False, True], ids=["in-order", "update-first"])
+def test_a_store_is_named_by_the_receipt_versions_kept(update_first: bool) -> None:
+    """A store's name is the latest one among the receipt versions kept, whatever the arrival
+    order: the name of a replaced version does not stay (the bounded head first kept it when
+    the update came after it and did not name the store)."""
+    first = receipt("R-0", 1.0, at(0), store={"id": "S-1", "name": "Mall"})
+    old = receipt("R-1", 2.0, at(1), store={"id": "S-1", "name": "Old name"}, status="paid")
+    new = receipt("R-1", 2.0, at(2), store={"id": "S-1"})  # completed, no name
+    events = [first, new, old] if update_first else [first, old, new]
+    result = card(*events, now=at(10))
+    assert result["favorite_stores"] == [{"id": "S-1", "name": "Mall", "receipts": 2}]
+
+
+def test_a_status_update_of_a_receipt_whose_store_left_the_capped_block() -> None:
+    """Rule change (issue 11): favourite stores keep at most 500 stores. A status update of a
+    receipt whose store was dropped recounts the figures (the bounded head first raised
+    KeyError)."""
+    paid = [
+        receipt(f"R-{n:03d}", 1.0, at(n), store={"id": f"S-{n:03d}"}, status="paid")
+        for n in range(501)
+    ]
+    completed = receipt("R-000", 1.0, at(600), store={"id": "S-000"})
+    result = card(*paid, completed, now=at(700))
+    assert result["summary"]["receipts_count"] == 501
+    assert result["summary"]["receipts_total"] == 501.0
+    stores = [store["id"] for store in result["favorite_stores"]]
+    assert stores == [f"S-{n:03d}" for n in range(1, 501)]  # S-000's single receipt is oldest
 
 
 # --------------------------------------------------------------------------- loyalty
@@ -584,6 +691,27 @@ def test_call_center_contacts_newest_first() -> None:
     ]
 
 
+def test_call_center_keeps_the_latest_50_contacts() -> None:
+    """Rule change (issue 11): the card keeps the latest 50 call-centre contacts (it used to
+    show all of them), newest first, whatever the arrival order."""
+    calls = [ev("call_center", at(n), reason=f"call {n:02d}") for n in range(60)]
+    result = card(*calls[1::2], *calls[::2], now=at(100))
+    assert [c["reason"] for c in result["call_center"]] == [
+        f"call {n:02d}" for n in range(59, 9, -1)
+    ]
+    assert result["call_center"][-1]["at"] == iso(at(10))
+
+
+def test_tags_keep_the_latest_500() -> None:
+    """Rule change (issue 11): keyed blocks keep at most 500 entries, the least recent dropped:
+    of 600 tags set, the 500 set latest are kept, whatever the arrival order; a late event
+    about a dropped tag, older than every tag kept, does not bring it back."""
+    tags = [ev("tag", at(n), tag=f"t{n:03d}") for n in range(600)]
+    late = ev("tag", at(50.5), tag="t050")
+    result = card(*tags[1::2], *tags[::2], late, now=at(1000))
+    assert result["tags"] == [f"t{n:03d}" for n in range(100, 600)]
+
+
 # --------------------------------------------------------------------------- interests
 
 
@@ -592,9 +720,11 @@ def view(days: float, category: str | None) -> AnyEvent:
 
 
 def test_interests_window_satisfaction_and_order() -> None:
+    """Views count within the window; since issue 11 one older than the window when folded is
+    not stored (and does not count), yet it is in the activity feed."""
     now = at(days=40)  # the 30-day window starts at day 10
     result = card(
-        view(5, "shoes"),  # outside the window
+        view(5, "shoes"),  # outside the window: not stored, only in the feed
         view(20, "shoes"),
         view(21, "shoes"),
         ev("category_view", at(days=30), category="bags"),
@@ -615,6 +745,9 @@ def test_interests_window_satisfaction_and_order() -> None:
         {"category": "hats", "views": 2, "last_viewed_at": iso(at(days=26))},
         {"category": "shoes", "views": 2, "last_viewed_at": iso(at(days=21))},
     ]
+    assert {"at": iso(at(days=5)), "kind": "product_view"} in [
+        {"at": entry["at"], "kind": entry["kind"]} for entry in result["activity"]
+    ]
 
 
 def test_a_purchase_at_the_time_of_the_last_view_satisfies() -> None:
@@ -625,6 +758,8 @@ def test_a_purchase_at_the_time_of_the_last_view_satisfies() -> None:
 
 
 def test_interest_window_edge_and_setting() -> None:
+    """Folded at `now`, a view at the window's start (`now - interest_days`) is stored and
+    counts; one a second older is not stored (issue 11: dropped at fold time)."""
     settings = CardSettings(interest_days=7)
     now = at(days=10)  # window starts at day 3
     result = card(
@@ -635,6 +770,76 @@ def test_interest_window_edge_and_setting() -> None:
     )
     assert result["interests"] == [
         {"category": "edge", "views": 1, "last_viewed_at": iso(at(days=3))}
+    ]
+
+
+def test_interest_window_counts_whole_utc_days() -> None:
+    """Rule change (issue 11): interest is counted per UTC day. Views folded when they came
+    count while their day is not before the day `interest_days` before now: the edge is
+    midnight UTC, not the instant `now - interest_days`. A view whose day left the window is
+    deleted from the store at the next fold; the card does not change."""
+    settings = CardSettings(interest_days=7)
+    eve = ev("product_view", at(days=3) - timedelta(seconds=1), product_id="P", category="eve")
+    midnight = ev("product_view", at(days=3), product_id="P", category="midnight")  # Nov 4
+    morning = ev("category_view", at(6, days=3), category="morning")  # Nov 4, 06:00
+    state, store = ProfileState("C-1"), MemoryFactStore()
+    for event in (eve, midnight, morning):
+        state = fold_event(state, store, event, None, settings, event.ts).state
+    expected = [
+        {"category": "morning", "views": 1, "last_viewed_at": iso(at(6, days=3))},
+        {"category": "midnight", "views": 1, "last_viewed_at": iso(at(days=3))},
+    ]
+    # at day 10 12:00 the window starts at day 3 12:00, on Nov 4: all of Nov 4 counts
+    assert build_card(state, settings, at(12, days=10))["interests"] == expected
+    assert build_card(state, settings, at(days=11) - timedelta(seconds=1))["interests"] == expected
+    assert build_card(state, settings, at(days=11))["interests"] == []  # Nov 4 is out
+
+    def held(*events: AnyEvent) -> list[bool]:
+        return [store.get(fact_key("C-1", event.event_id)) is not None for event in events]
+
+    now = at(12, days=10)
+    state = fold_event(state, store, ev("tag", now, tag="x"), None, settings, now).state
+    assert held(eve, midnight, morning) == [False, True, True]  # Nov 3 left, Nov 4 counts
+    assert build_card(state, settings, now)["interests"] == expected
+    now = at(days=11)
+    state = fold_event(state, store, ev("tag", now, tag="y"), None, settings, now).state
+    assert held(eve, midnight, morning) == [False, False, False]
+    assert build_card(state, settings, now)["interests"] == []
+
+
+def test_a_view_older_than_the_window_when_folded_is_not_stored() -> None:
+    """Rule change (issue 11): a view or visit dated before the first UTC day of the interest
+    window when it is folded (`now - interest_days`, by day) is not stored and never counts
+    as interest; it still enters the activity feed. The same view folded in time is stored
+    and counts (until its day leaves the window)."""
+    settings = CardSettings(interest_days=7)
+    now = at(12, days=10)  # the window starts at day 3 12:00: its first day is day 3
+    seen = ev(
+        "product_view", at(6, days=2), event_id="pv", product_id="P", name="Boots", category="c"
+    )
+    visit = ev("visit", at(6, days=2), event_id="v")
+    state, store = folded(seen, visit, now=now, settings=settings)
+    assert store.values == {}
+    result = build_card(state, settings, now)
+    assert result["interests"] == []
+    assert result["activity"] == [
+        {"at": iso(at(6, days=2)), "category": "website", "kind": "visit", "description": "Visit"},
+        {
+            "at": iso(at(6, days=2)),
+            "category": "website",
+            "kind": "product_view",
+            "description": "Viewed product Boots",
+        },
+    ]
+    assert result["updated_at"] == iso(at(6, days=2))
+    assert result["version"] == 2
+    again = fold_event(state, store, seen, None, settings, now)  # a duplicate: no change
+    assert again.changed_blocks == frozenset()
+    assert again.state.version == 2
+
+    in_time = profile(seen, now=at(6, days=2), settings=settings)
+    assert build_card(in_time, settings, at(6, days=2))["interests"] == [
+        {"category": "c", "views": 1, "last_viewed_at": iso(at(6, days=2))}
     ]
 
 
@@ -767,7 +972,7 @@ def test_cart_idle_setting_and_empty_cart() -> None:
 
 
 def test_cart_abandonment_is_notified_once_until_the_cart_changes() -> None:
-    state = profile(cart_add(0, "P1", 1.0), cart_add(1, "P2", 2.0))
+    state, store = folded(cart_add(0, "P1", 1.0), cart_add(1, "P2", 2.0))
 
     assert cart_abandonment_at(state, SETTINGS) == at(2)
     assert not cart_abandonment_due(state, SETTINGS, at(1.5))
@@ -780,7 +985,7 @@ def test_cart_abandonment_is_notified_once_until_the_cart_changes() -> None:
     assert not cart_abandonment_due(notified, SETTINGS, at(100))
     assert cart_abandonment_at(notified, SETTINGS) is None
 
-    changed = fold_event(notified, cart_add(5, "P3", 3.0), None).state
+    changed = fold_event(notified, store, cart_add(5, "P3", 3.0), None, SETTINGS, at(5)).state
     assert cart_abandonment_at(changed, SETTINGS) == at(6)
     assert not cart_abandonment_due(changed, SETTINGS, at(5.5))
     assert cart_abandonment_due(changed, SETTINGS, at(6))
@@ -895,6 +1100,7 @@ def test_activity_is_bounded_and_filterable() -> None:
         {"interest_days": 0},
         {"interests_top": 0},
         {"activity_limit": 0},
+        {"receipts_on_card": 0},
         {"cart_idle": timedelta(0)},
     ],
 )

@@ -11,6 +11,7 @@ import pytest
 
 from app.cardview import render_card
 from app.domain.card import CardIdentity, CardSettings, ProfileState, build_card, fold_event
+from app.domain.facts import MemoryFactStore
 from app.events import AnyEvent, parse_event
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 
@@ -50,10 +51,12 @@ def identify(ts: datetime, attributes: dict[str, Any]) -> AnyEvent:
 
 
 def build(*events: AnyEvent, identity: CardIdentity | None = None) -> dict[str, Any]:
-    state = ProfileState("C-1")
+    """The card at NOW of `events`, each folded (at NOW) into a head and a fact store."""
+    settings = CardSettings()
+    state, store = ProfileState("C-1"), MemoryFactStore()
     for event in events:
-        state = fold_event(state, event, None).state
-    return build_card(state, CardSettings(), NOW, identity)
+        state = fold_event(state, store, event, None, settings, NOW).state
+    return build_card(state, settings, NOW, identity)
 
 
 def full_card() -> dict[str, Any]:

@@ -115,6 +115,7 @@ def test_accept_record_normalises_links() -> None:
     receipt = accept_record(
         as_json(make_receipt(link={"name": "phone", "value": "+48 600 100 200"})), "PL"
     )
+    assert isinstance(receipt, Receipt)
     assert receipt.link is not None and receipt.link.value == "+48600100200"
 
 
@@ -143,7 +144,14 @@ def test_attributes_refuse_nan_and_infinity(token: bytes) -> None:
 
 
 def test_a_huge_integer_attribute_is_kept_as_a_number_the_state_can_store() -> None:
-    from app.domain.profile import ProfileState, fold_event, profile_state_to_json
+    from app.domain.facts import MemoryFactStore, fact_from_json, fact_key
+    from app.domain.profile import (
+        CardSettings,
+        ProfileState,
+        fold_event,
+        profile_state_from_json,
+        profile_state_to_json,
+    )
 
     raw = as_json(make_identify(attributes={"score": 1})).replace(
         b'"score":1', b'"score":' + b"9" * 30
@@ -151,5 +159,10 @@ def test_a_huge_integer_attribute_is_kept_as_a_number_the_state_can_store() -> N
     event = parse_event(raw)
     assert isinstance(event, Identify)
     assert event.attributes["score"] == pytest.approx(1e30)
-    state = fold_event(ProfileState("C-1"), event, None).state
-    assert profile_state_to_json(state)  # used to raise: integer exceeds 64-bit range
+    store = MemoryFactStore()
+    state = fold_event(ProfileState("C-1"), store, event, None, CardSettings(), event.ts).state
+    raw_state = profile_state_to_json(state)  # used to raise: integer exceeds 64-bit range
+    assert profile_state_from_json(raw_state) == state
+    stored = store.get(fact_key("C-1", event.event_id))  # the fact, under its own key
+    assert stored is not None
+    assert fact_from_json(stored).event == event

@@ -18,8 +18,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.domain.facts import MemoryFactStore, held_facts
 from app.domain.identity import GuardLimits
-from app.domain.profile import ProfileState
+from app.domain.profile import CardSettings, ProfileState
 from app.domain.resolution import (
     Out,
     guard_step,
@@ -42,6 +43,7 @@ from app.ops import (
 )
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+CARD_SETTINGS = CardSettings()
 LINKS = [("device", "d-1"), ("loyalty_card", "7001"), ("email", "a@x.pl")]
 CUSTOMERS = ["C-1", "C-2"]
 LIMITS = GuardLimits(max_takeovers=1000)
@@ -77,7 +79,9 @@ def make_events(draw_spec: list[tuple[str, int, int, int]]) -> list[bytes]:
 class Pipeline:
     """The agents and their tables; `pending` holds undelivered messages per FIFO lane."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or T0 + timedelta(days=1)  # the profiles' clock (interest window)
+        self.store = MemoryFactStore()  # every profile's facts (keys start with its id)
         self.links: dict = {}
         self.guards: dict = {}
         self.profiles: dict[str, ProfileState] = {}
@@ -113,7 +117,9 @@ class Pipeline:
                 outs = []
             else:
                 assert isinstance(op, AddFact | AbsorbFacts | ReleaseFacts)
-                self.profiles[key], outs, _ = profile_step(self.profiles.get(key), key, op)
+                self.profiles[key], outs, _ = profile_step(
+                    self.profiles.get(key), self.store, key, op, CARD_SETTINGS, self.now
+                )
         self.send(f"{role}:{key}", outs)
 
     def run(self, choose: object = None) -> None:
@@ -125,9 +131,9 @@ class Pipeline:
     def outcome(self) -> tuple[dict, dict]:
         claims = {k: s.claims for k, s in self.links.items() if s.claims}
         facts = {
-            pid: {(f.event_id, f.via) for f in state.facts}
-            for pid, state in self.profiles.items()
-            if state.facts
+            pid: {(event_id, via) for event_id, via, _ in held}
+            for pid in self.profiles
+            if (held := held_facts(self.store, pid))
         }
         return claims, facts
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.card import CardSettings
+from app.domain.facts import MemoryFactStore
 from app.domain.profile import ProfileState, fold_event
 from app.domain.resolution import ProfileIdentity
 from app.events import parse_event
@@ -45,6 +46,7 @@ from app.topics import load_topics
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 
 TOPICS = load_topics()
+CARDS = CardSettings()
 AT = datetime(2026, 11, 10, tzinfo=UTC)
 
 
@@ -232,8 +234,10 @@ def test_exported_drops_what_differs_between_runs() -> None:
 
 def state_of(profile_id: str, events: list[dict], via: str | None = None) -> ProfileState:
     state = ProfileState(profile_id)
+    store = MemoryFactStore()
     for event in events:
-        state = fold_event(state, parse_event(as_json(event)), via).state
+        event_time = parse_event(as_json(event)).ts
+        state = fold_event(state, store, parse_event(as_json(event)), via, CARDS, event_time).state
     return state
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from app.changes import IdentityChangeRecord, LinkRef, ProfileChangeRecord
 from app.domain.card import CardSettings
+from app.domain.facts import MemoryFactStore, fact_from_json, fact_of, fact_to_json, held_facts
 from app.domain.identity import Claim, GuardLimits, GuardState, LinkState
-from app.domain.profile import fact_from_json, fact_of, fact_to_json
 from app.domain.resolution import (
     Out,
     ProfileIdentity,
@@ -275,23 +276,28 @@ def test_profile_releases_a_links_facts_back_to_the_link() -> None:
         )
     )
     _, tag = accepted(make_event("tag", customer_id="C-1", tag="vip"))
-    state, _, changed = profile_step(None, "C-1", AddFact(view, via=key))
+    store = MemoryFactStore()
+
+    def step(state: Any, profile_id: str, op: Any) -> Any:
+        return profile_step(state, store, profile_id, op, CARD, T0)
+
+    state, _, changed = step(None, "C-1", AddFact(view, via=key))
     assert changed
-    state, _, _ = profile_step(state, "C-1", AddFact(tag, via=None))
-    state, outs, changed = profile_step(state, "C-1", ReleaseFacts(key, None, None, "C-2"))
+    state, _, _ = step(state, "C-1", AddFact(tag, via=None))
+    state, outs, changed = step(state, "C-1", ReleaseFacts(key, None, None, "C-2"))
     [returned] = outs
     assert (returned.role, returned.key) == ("identity_ops", key)
     assert isinstance(returned.message, ReturnFacts)
     [fact] = [fact_from_json(raw) for raw in returned.message.facts]
     assert (fact.event, fact.via) == (accept_record(view, "PL"), key)
-    assert [f.event_id for f in state.facts] == [accept_record(tag, "PL").event_id]
-    again, outs, changed = profile_step(state, "C-1", ReleaseFacts(key, None, None, "C-2"))
+    assert [f[0] for f in held_facts(store, "C-1")] == [accept_record(tag, "PL").event_id]
+    again, outs, changed = step(state, "C-1", ReleaseFacts(key, None, None, "C-2"))
     assert (outs, changed, again) == ([], frozenset(), state)
 
     # the new owner absorbs it once, however often it is handed over
-    new_owner, _, changed = profile_step(None, "C-2", AbsorbFacts(returned.message.facts))
-    assert changed and [f.event_id for f in new_owner.facts] == [fact.event_id]
-    same, _, changed = profile_step(new_owner, "C-2", AbsorbFacts(returned.message.facts))
+    new_owner, _, changed = step(None, "C-2", AbsorbFacts(returned.message.facts))
+    assert changed and [f[0] for f in held_facts(store, "C-2")] == [fact.event_id]
+    same, _, changed = step(new_owner, "C-2", AbsorbFacts(returned.message.facts))
     assert (same, changed) == (new_owner, frozenset())
 
 
@@ -364,12 +370,13 @@ CARD = CardSettings(cart_idle=timedelta(hours=1))
 
 
 def test_a_new_fact_publishes_the_whole_card_with_the_changed_blocks() -> None:
+    store = MemoryFactStore()
     _, text = accepted(
         make_receipt(
             receipt_id="R-1", total=100.0, customer_id="C-1", ts="2026-11-02T10:00:00+00:00"
         )
     )
-    outcome = profile_ops_step(None, None, "C-1", AddFact(text, via=None), CARD, T0)
+    outcome = profile_ops_step(None, None, store, "C-1", AddFact(text, via=None), CARD, T0)
     [out] = outcome.outs
     assert (out.role, out.key) == ("profile_changes", "C-1")
     record = out.message
@@ -382,15 +389,17 @@ def test_a_new_fact_publishes_the_whole_card_with_the_changed_blocks() -> None:
 
 
 def test_a_duplicate_publishes_nothing() -> None:
+    store = MemoryFactStore()
     _, text = accepted(make_event("tag", customer_id="C-1", tag="vip"))
-    first = profile_ops_step(None, None, "C-1", AddFact(text, via=None), CARD, T0)
-    again = profile_ops_step(first.state, None, "C-1", AddFact(text, via=None), CARD, T0)
+    first = profile_ops_step(None, None, store, "C-1", AddFact(text, via=None), CARD, T0)
+    again = profile_ops_step(first.state, None, store, "C-1", AddFact(text, via=None), CARD, T0)
     assert again.outs == [] and again.state == first.state
 
 
 def test_identity_changes_republish_links_and_contacts() -> None:
+    store = MemoryFactStore()
     gained = LinkGained("email:ann@x.pl", "linked", None, "id-1", T0.isoformat())
-    outcome = profile_ops_step(None, None, "C-1", gained, CARD, T0)
+    outcome = profile_ops_step(None, None, store, "C-1", gained, CARD, T0)
     [out] = outcome.outs
     assert isinstance(out.message, ProfileChangeRecord)
     assert out.message.changed == ["contacts", "identity", "links"]
@@ -399,6 +408,7 @@ def test_identity_changes_republish_links_and_contacts() -> None:
 
 
 def test_cart_is_declared_abandoned_once_after_the_idle_time() -> None:
+    store = MemoryFactStore()
     added = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     _, text = accepted(
         make_event(
@@ -410,12 +420,13 @@ def test_cart_is_declared_abandoned_once_after_the_idle_time() -> None:
             ts=added.isoformat(),
         )
     )
-    outcome = profile_ops_step(None, None, "C-1", AddFact(text, via=None), CARD, added)
+    outcome = profile_ops_step(None, None, store, "C-1", AddFact(text, via=None), CARD, added)
     assert outcome.deadline == added + timedelta(hours=1)
 
     early = profile_ops_step(
         outcome.state,
         None,
+        store,
         "C-1",
         CheckCart(added.isoformat()),
         CARD,
@@ -424,18 +435,23 @@ def test_cart_is_declared_abandoned_once_after_the_idle_time() -> None:
     assert early.outs == [] and early.deadline == added + timedelta(hours=1)
 
     later = added + timedelta(hours=2)
-    due = profile_ops_step(outcome.state, None, "C-1", CheckCart(later.isoformat()), CARD, later)
+    due = profile_ops_step(
+        outcome.state, None, store, "C-1", CheckCart(later.isoformat()), CARD, later
+    )
     [out] = due.outs
     assert isinstance(out.message, ProfileChangeRecord)
     assert (out.message.kind, out.message.changed) == ("cart_abandoned", ["activity", "cart"])
     assert out.message.card["cart"]["abandoned"] is True
     assert due.deadline is None  # notified: no deadline until the cart changes
 
-    again = profile_ops_step(due.state, None, "C-1", CheckCart(later.isoformat()), CARD, later)
+    again = profile_ops_step(
+        due.state, None, store, "C-1", CheckCart(later.isoformat()), CARD, later
+    )
     assert again.outs == []
 
 
 def test_an_order_of_the_cart_content_cancels_the_deadline() -> None:
+    store = MemoryFactStore()
     added = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     _, cart = accepted(
         make_event(
@@ -450,6 +466,6 @@ def test_an_order_of_the_cart_content_cancels_the_deadline() -> None:
             ts=(added + timedelta(minutes=5)).isoformat(),
         )
     )
-    state = profile_ops_step(None, None, "C-1", AddFact(cart, via=None), CARD, added).state
-    bought = profile_ops_step(state, None, "C-1", AddFact(order, via=None), CARD, added)
+    state = profile_ops_step(None, None, store, "C-1", AddFact(cart, via=None), CARD, added).state
+    bought = profile_ops_step(state, None, store, "C-1", AddFact(order, via=None), CARD, added)
     assert bought.deadline is None
