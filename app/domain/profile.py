@@ -763,6 +763,15 @@ def _replace_receipt(
     pid = head.state.profile_id
     _unstore_fact(store, pid, kept)
     _store_fact(store, pid, new)
+    # a full list that loses the old version's row may owe its slot to an entry it evicted
+    # earlier: then it is rebuilt from the stored facts (rare: a late, older version)
+    refill = [
+        name
+        for name, limit in (("activity", settings.activity_limit), ("cart", CART_STEPS_KEPT))
+        if len(head.read(name)) >= limit
+        and any(row[1] == kept.event_id for row in head.read(name))
+        and iso(new.date) < iso(kept.date)
+    ]
     _drop_rows(head, "activity", kept.event_id)
     _drop_rows(head, "cart", kept.event_id)
     old, event = kept.event, new.event
@@ -808,6 +817,33 @@ def _replace_receipt(
         # the receipt left the figures, entered them or moved: recount its profile's receipts
         _recount_receipts(head, store, settings)
     _add_rows(head, new, settings)
+    if refill:
+        _refill_rows(head, store, settings, refill)
+
+
+def _refill_rows(head: _Head, store: FactStore, settings: CardSettings, names: list[str]) -> None:
+    """Rebuild the `names` lists (activity, cart) from every stored fact (O(facts held)),
+    keeping the feed entries of events that were never stored (views already old)."""
+    pid = head.state.profile_id
+    rows = [fact_header(raw)[2] for _, raw in store.scan(profile_prefix(pid, b"e"))]
+    facts = facts_from_rows(rows)
+    stored = {fact.event_id for fact in facts}
+    if "activity" in names:
+        unstored = [row for row in head.read("activity") if row[1] not in stored]
+        head.set("activity", [])
+        activity = head.write("activity")
+        for row in unstored:
+            _insert_top(activity, row, settings.activity_limit)
+        for fact in facts:
+            row = [iso(fact.date), fact.event_id, activity_entry(fact)]
+            _insert_top(activity, row, settings.activity_limit)
+    if "cart" in names:
+        head.set("cart", [])
+        cart = head.write("cart")
+        for fact in facts:
+            step = _cart_step(fact)
+            if step is not None:
+                _insert_top(cart, [iso(fact.date), fact.event_id, step], CART_STEPS_KEPT)
 
 
 def _add_rows(head: _Head, fact: Fact, settings: CardSettings) -> None:

@@ -1,12 +1,33 @@
 """Laws of the card, checked with Hypothesis over random mixes of every event type.
 
-* Order-independence: folding the same events in any order gives the same facts and
-  the same card (apart from `version`, which counts the folds that changed something).
-* Idempotence: folding every event twice changes nothing.
-* Hand-over: events split across profiles by link, then taken and absorbed into one
-  profile, give the card of folding everything into that profile; moving a range of a
-  link's facts away and back restores the card. No receipt is lost or doubled.
+A profile is a head (`ProfileState`) plus its facts in a `FactStore`; "the same facts"
+means the same store content (`MemoryFactStore.values`: keys and values). Every profile
+has its own store, or shares one (keys start with the profile id). Events are folded at
+NOW with a 3-day interest window whose first day (UTC) is 2026-11-02, so the views and
+visits of the first 24 hours are before the window: they are not stored and only enter
+the activity feed (rule change of issue 11, see tests/unit/test_card_fold.py).
+
+* Order-independence: folding the same events in any order gives the same stored facts
+  and the same card (apart from `version`, which counts the folds that changed something).
+* Idempotence: folding every event twice changes nothing (no store write either).
+* Hand-over: events split across profiles by link, then taken (`take_facts`) and absorbed
+  (`absorb_facts`) into one profile, give the stored facts and the card of folding into
+  that profile everything but the views and visits before the window that went to
+  another profile (no facts: their feed entries stay where they were folded); apart from
+  the activity feed and `updated_at` that is the card of folding everything into it.
+  Moving a range of a link's facts away and back restores the facts and the card. No
+  receipt is lost or doubled.
 * Serialisation round-trips.
+* Window expiry: after `drop_expired` at a later now, the views and visits stored are
+  exactly those folded in the window whose day is not before the window's first day, the
+  other facts stay, the card is unchanged, a second drop does nothing, and a take-and-back
+  still restores the card. Folding everything from scratch at that later now gives the
+  same stored facts and the same card (apart from `version`). Later nows are drawn to
+  fall often just after a view's time plus the window (the window's first day edge).
+* Receipt paging: `receipts_page` lists every receipt exactly once (its latest version,
+  at the date of its first), newest first by (date, receipt id), whatever the page size
+  (many receipts share dates); every page but the last is full; the card's receipts are
+  the first ones, and `receipts_more` says whether others exist.
 """
 
 from __future__ import annotations
@@ -23,20 +44,27 @@ from app.domain.card import (
     ProfileState,
     absorb_facts,
     build_card,
+    drop_expired,
     fold_event,
     profile_state_from_json,
     profile_state_to_json,
+    receipts_page,
     take_facts,
 )
-from app.events import AnyEvent, parse_event
+from app.domain.facts import Fact, MemoryFactStore, fact_from_json
+from app.events import AnyEvent, Receipt, parse_event
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 NOW = BASE + timedelta(hours=100)
 LINKS = ("loyalty_card:7001", "email:ann@x.pl")
 CARD_SETTINGS = CardSettings(interest_days=3, cart_idle=timedelta(hours=2), activity_limit=25)
+#: Views and visits: stored only within the interest window (written out by hand).
+WINDOWED = frozenset({"product_view", "category_view", "page_view", "visit"})
 PROPERTY_SETTINGS = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+Items = list[tuple[AnyEvent, str | None]]
 
 PRODUCTS = st.sampled_from(["P1", "P2", "P3"])
 CATEGORIES = st.sampled_from(["c1", "c2", "c3"])
@@ -151,122 +179,354 @@ def _event_spec(draw: st.DrawFn) -> tuple[dict[str, Any], str | None]:
 
 
 @st.composite
-def events(draw: st.DrawFn, max_size: int = 25) -> list[tuple[AnyEvent, str | None]]:
-    """Random events with unique ids, each with the link it was resolved through."""
-    specs = draw(st.lists(_event_spec(), min_size=1, max_size=max_size))
+def _receipt_spec(draw: st.DrawFn) -> tuple[dict[str, Any], str | None]:
+    """A receipt of up to 8 ids, at one of a few hours (so that receipts share dates)."""
+    raw = {
+        "type": "receipt",
+        "ts": draw(st.integers(40, 45).flatmap(_offset_time)),
+        "channel": "store",
+        "customer_id": "C-1",
+        **draw(_fields["receipt"]),
+        "receipt_id": draw(st.sampled_from([f"R{i}" for i in range(1, 9)])),
+    }
+    return raw, draw(st.sampled_from([None, *LINKS]))
+
+
+def _numbered(specs: list[tuple[dict[str, Any], str | None]]) -> Items:
     return [
         (parse_event(orjson.dumps({**raw, "event_id": f"e{i:03d}"})), via)
         for i, (raw, via) in enumerate(specs)
     ]
 
 
-def fold_all(state: ProfileState, items: list[tuple[AnyEvent, str | None]]) -> ProfileState:
+@st.composite
+def events(draw: st.DrawFn, max_size: int = 25) -> Items:
+    """Random events with unique ids, each with the link it was resolved through."""
+    return _numbered(draw(st.lists(_event_spec(), min_size=1, max_size=max_size)))
+
+
+@st.composite
+def receipt_rich_events(draw: st.DrawFn) -> Items:
+    """Random events, many of them receipts (several versions of up to 8 receipt ids)."""
+    spec = st.one_of(_event_spec(), _receipt_spec(), _receipt_spec())
+    return _numbered(draw(st.lists(spec, min_size=1, max_size=25)))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def fold_all(
+    state: ProfileState,
+    store: MemoryFactStore,
+    items: Items,
+    now: datetime = NOW,
+    card_settings: CardSettings = CARD_SETTINGS,
+) -> ProfileState:
     for event, via in items:
-        state = fold_event(state, event, via).state
+        state = fold_event(state, store, event, via, card_settings, now).state
     return state
 
 
-def card_without_version(state: ProfileState) -> dict[str, Any]:
-    card = build_card(state, CARD_SETTINGS, NOW)
+def prefix(profile_id: str) -> bytes:
+    """The prefix of a profile's keys, from the documented layout (app.domain.facts)."""
+    raw = profile_id.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def values_of(store: MemoryFactStore, profile_id: str) -> dict[bytes, bytes]:
+    """A profile's keys and values in a (possibly shared) store."""
+    start = prefix(profile_id)
+    return {key: value for key, value in store.values.items() if key.startswith(start)}
+
+
+def facts_of(store: MemoryFactStore, profile_id: str) -> list[Fact]:
+    """The facts a profile holds (its `e` keys), decoded."""
+    start = prefix(profile_id) + b"e"
+    return [fact_from_json(value) for key, value in store.values.items() if key.startswith(start)]
+
+
+def window_index(store: MemoryFactStore, profile_id: str) -> list[tuple[str, str]]:
+    """(time, event id) of a profile's `w` keys."""
+    start = prefix(profile_id) + b"w"
+    rows = []
+    for key in store.values:
+        if key.startswith(start):
+            ts, _, event_id = key[len(start) :].decode().partition("\x00")
+            rows.append((ts, event_id))
+    return sorted(rows)
+
+
+def utc(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat()
+
+
+def card_without_version(state: ProfileState, now: datetime = NOW) -> dict[str, Any]:
+    card = build_card(state, CARD_SETTINGS, now)
     card.pop("version")
     return card
 
 
-def receipt_ids(items: list[tuple[AnyEvent, str | None]]) -> set[str]:
+def receipt_ids(items: Items) -> set[str]:
     return {event.receipt_id for event, _ in items if event.type == "receipt"}
+
+
+def first_day(now: datetime) -> str:
+    """The first UTC day of the interest window at `now`."""
+    return (now - CARD_SETTINGS.interest_window).astimezone(UTC).date().isoformat()
+
+
+def before_the_window(event: AnyEvent, now: datetime = NOW) -> bool:
+    """A view or visit dated before the window's first day: not stored when folded at `now`."""
+    return event.type in WINDOWED and utc(event.ts)[:10] < first_day(now)
+
+
+# --------------------------------------------------------------------------- order, twice
 
 
 @PROPERTY_SETTINGS
 @given(data=st.data(), items=events())
-def test_any_order_gives_the_same_card(data: st.DataObject, items: list) -> None:
+def test_any_order_gives_the_same_card_and_facts(data: st.DataObject, items: Items) -> None:
     reordered = data.draw(st.permutations(items))
+    first_store, second_store = MemoryFactStore(), MemoryFactStore()
 
-    first = fold_all(ProfileState("C-1"), items)
-    second = fold_all(ProfileState("C-1"), reordered)
+    first = fold_all(ProfileState("C-1"), first_store, items)
+    second = fold_all(ProfileState("C-1"), second_store, reordered)
 
-    assert second.facts == first.facts
+    assert second_store.values == first_store.values
     assert card_without_version(second) == card_without_version(first)
 
 
 @PROPERTY_SETTINGS
 @given(items=events())
-def test_folding_every_event_twice_changes_nothing(items: list) -> None:
-    once = fold_all(ProfileState("C-1"), items)
+def test_folding_every_event_twice_changes_nothing(items: Items) -> None:
+    store = MemoryFactStore()
+    once = fold_all(ProfileState("C-1"), store, items)
+    twice_store = MemoryFactStore()
     interleaved = fold_all(
-        ProfileState("C-1"), [x for pair in zip(items, items, strict=True) for x in pair]
+        ProfileState("C-1"),
+        twice_store,
+        [x for pair in zip(items, items, strict=True) for x in pair],
     )
-    replayed = fold_all(once, items)
+    writes = store.writes
+    replayed = fold_all(once, store, items)
 
     assert interleaved == once
+    assert twice_store.values == store.values
     assert replayed == once
     for event, via in items:
-        result = fold_event(once, event, via)
+        result = fold_event(once, store, event, via, CARD_SETTINGS, NOW)
         assert result.state is once
         assert result.changed_blocks == frozenset()
+    assert store.writes == writes
+
+
+# --------------------------------------------------------------------------- hand-over
 
 
 @PROPERTY_SETTINGS
 @given(data=st.data(), items=events())
 def test_split_by_link_then_merged_equals_folding_into_one(
-    data: st.DataObject, items: list
+    data: st.DataObject, items: Items
 ) -> None:
-    everything = fold_all(ProfileState("C-1"), items)
+    everything_store = MemoryFactStore()
+    everything = fold_all(ProfileState("C-1"), everything_store, items)
 
-    anonymous = {key: ProfileState("~" + key) for key in LINKS}
+    shared = MemoryFactStore()  # every profile's keys in one store
+    anonymous = {link: ProfileState("~" + link) for link in LINKS}
     customer = ProfileState("C-1")
+    left_behind: dict[str, list[AnyEvent]] = {link: [] for link in LINKS}
+    reference_items: Items = []
     for event, via in items:
         if via is not None and data.draw(st.booleans(), label=f"{event.event_id} anonymous"):
-            anonymous[via] = fold_event(anonymous[via], event, via).state
+            anonymous[via] = fold_event(
+                anonymous[via], shared, event, via, CARD_SETTINGS, NOW
+            ).state
+            if before_the_window(event):
+                left_behind[via].append(event)
+                continue
         else:
-            customer = fold_event(customer, event, via).state
-    for key in LINKS:
-        anonymous[key], facts = take_facts(anonymous[key], key)
-        customer = absorb_facts(customer, facts).state
+            customer = fold_event(customer, shared, event, via, CARD_SETTINGS, NOW).state
+        reference_items.append((event, via))
+    for link in LINKS:
+        taken = take_facts(anonymous[link], shared, link, None, None, CARD_SETTINGS, NOW)
+        anonymous[link] = taken.state
+        customer = absorb_facts(customer, shared, taken.taken, CARD_SETTINGS, NOW).state
+    reference_store = MemoryFactStore()
+    reference = fold_all(ProfileState("C-1"), reference_store, reference_items)
 
-    assert all(state.facts == () for state in anonymous.values())
-    assert customer.facts == everything.facts
-    assert card_without_version(customer) == card_without_version(everything)
+    assert values_of(shared, "C-1") == reference_store.values
+    assert card_without_version(customer) == card_without_version(reference)
+    merged_card, everything_card = card_without_version(customer), card_without_version(everything)
+    for card in (merged_card, everything_card):
+        del card["activity"], card["updated_at"]
+    assert merged_card == everything_card
+    assert values_of(shared, "C-1") == everything_store.values
     card = build_card(customer, CARD_SETTINGS, NOW)
     assert sorted(r["id"] for r in card["receipts"]) == sorted(receipt_ids(items))
+    for link in LINKS:
+        assert values_of(shared, "~" + link) == {}
+        left = build_card(anonymous[link], CARD_SETTINGS, NOW)
+        times = sorted((utc(event.ts) for event in left_behind[link]), reverse=True)
+        assert [entry["at"] for entry in left["activity"]] == times
+        assert left["updated_at"] == (times[0] if times else None)
+        assert left["receipts"] == [] and left["interests"] == []
 
 
 @PROPERTY_SETTINGS
 @given(
     items=events(),
-    key=st.sampled_from(LINKS),
+    link=st.sampled_from(LINKS),
     bounds=st.tuples(
         st.none() | st.integers(0, 110).map(lambda h: BASE + timedelta(hours=h)),
         st.none() | st.integers(0, 110).map(lambda h: BASE + timedelta(hours=h)),
     ),
 )
 def test_moving_a_range_away_and_back_restores_the_card(
-    items: list, key: str, bounds: tuple[datetime | None, datetime | None]
+    items: Items, link: str, bounds: tuple[datetime | None, datetime | None]
 ) -> None:
     ts_from, ts_to = bounds
-    customer = fold_all(ProfileState("C-1"), items)
+    store = MemoryFactStore()
+    customer = fold_all(ProfileState("C-1"), store, items)
+    original = dict(store.values)
+    held = {fact.event_id for fact in facts_of(store, "C-1")}
 
-    rest, moved = take_facts(customer, key, ts_from, ts_to)
-    other = absorb_facts(ProfileState("C-2"), moved).state
-    other, back = take_facts(other, key)
-    restored = absorb_facts(rest, back).state
+    taken = take_facts(customer, store, link, ts_from, ts_to, CARD_SETTINGS, NOW)
+    rest, moved = taken.state, taken.taken
+    left = {fact.event_id for fact in facts_of(store, "C-1")}
+    other = absorb_facts(ProfileState("C-2"), store, moved, CARD_SETTINGS, NOW).state
+    back = take_facts(other, store, link, None, None, CARD_SETTINGS, NOW)
+    restored = absorb_facts(rest, store, back.taken, CARD_SETTINGS, NOW).state
 
-    assert all(f.via == key for f in moved)
+    assert all(f.via == link for f in moved)
     assert all(
         (ts_from is None or f.ts >= ts_from) and (ts_to is None or f.ts < ts_to) for f in moved
     )
-    assert {f.event_id for f in moved} | {f.event_id for f in rest.facts} == {
-        f.event_id for f in customer.facts
-    }
-    assert other.facts == ()
-    assert restored.facts == customer.facts
+    moved_ids = {f.event_id for f in moved}
+    assert len(moved_ids) == len(moved)
+    assert moved_ids | left == held
+    assert not moved_ids & left
+    assert sorted(f.event_id for f in back.taken) == sorted(moved_ids)
+    assert values_of(store, "C-2") == {}
+    assert store.values == original
     assert card_without_version(restored) == card_without_version(customer)
+
+
+# --------------------------------------------------------------------------- serialisation
 
 
 @PROPERTY_SETTINGS
 @given(items=events())
-def test_state_round_trips_through_json(items: list) -> None:
-    state = fold_all(ProfileState("C-1"), items)
+def test_state_round_trips_through_json(items: Items) -> None:
+    state = fold_all(ProfileState("C-1"), MemoryFactStore(), items)
     raw = profile_state_to_json(state)
     restored = profile_state_from_json(raw)
     assert restored == state
     assert profile_state_to_json(restored) == raw
+
+
+# --------------------------------------------------------------------------- window expiry
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), items=events(), link=st.sampled_from(LINKS), hours=st.integers(100, 220))
+def test_expiry_keeps_the_window_and_the_card(
+    data: st.DataObject, items: Items, link: str, hours: int
+) -> None:
+    later = BASE + timedelta(hours=hours)
+    views = [event for event, _ in items if event.type in WINDOWED]
+    near_the_edge: bool = data.draw(st.booleans(), label="just after a view left the window")
+    if views and near_the_edge:
+        view = data.draw(st.sampled_from(views), label="view")
+        past = timedelta(hours=data.draw(st.integers(1, 23), label="hours past"))
+        later = max(NOW, view.ts.astimezone(UTC) + CARD_SETTINGS.interest_window + past)
+    store = MemoryFactStore()
+    state = fold_all(ProfileState("C-1"), store, items)
+    card = build_card(state, CARD_SETTINGS, later)
+    windowed_keys = {
+        key
+        for key, value in store.values.items()
+        if key.startswith(prefix("C-1") + b"w")
+        or (key.startswith(prefix("C-1") + b"e") and fact_from_json(value).event.type in WINDOWED)
+    }
+    lasting = {k: v for k, v in store.values.items() if k not in windowed_keys}
+
+    dropped = drop_expired(state, store, CARD_SETTINGS, later)
+
+    expected = sorted(
+        (utc(event.ts), event.event_id)
+        for event, _ in items
+        if event.type in WINDOWED and not before_the_window(event, later)
+    )
+    assert window_index(store, "C-1") == expected
+    windowed_facts = [f for f in facts_of(store, "C-1") if f.event.type in WINDOWED]
+    assert sorted((utc(f.ts), f.event_id) for f in windowed_facts) == expected
+    assert {k: v for k, v in store.values.items() if k not in windowed_keys} == lasting
+    assert len(store.values) == len(lasting) + 2 * len(expected)
+    assert dropped.version == state.version
+    assert build_card(dropped, CARD_SETTINGS, later) == card
+    writes = store.writes
+    assert drop_expired(dropped, store, CARD_SETTINGS, later) is dropped
+    assert store.writes == writes
+
+    # folding everything from scratch at the later now: the same facts, the same card
+    scratch_store = MemoryFactStore()
+    scratch = fold_all(ProfileState("C-1"), scratch_store, items, now=later)
+    assert scratch_store.values == store.values
+    assert card_without_version(scratch, later) == card_without_version(dropped, later)
+
+    # a head rebuilt from the store agrees with the head: a take and back restores the card
+    after_drop = dict(store.values)
+    taken = take_facts(dropped, store, link, None, None, CARD_SETTINGS, later)
+    other = absorb_facts(ProfileState("C-2"), store, taken.taken, CARD_SETTINGS, later).state
+    back = take_facts(other, store, link, None, None, CARD_SETTINGS, later).taken
+    restored = absorb_facts(taken.state, store, back, CARD_SETTINGS, later).state
+    assert store.values == after_drop
+    assert card_without_version(restored, later) == card_without_version(dropped, later)
+
+
+# --------------------------------------------------------------------------- receipt paging
+
+PAGING_SETTINGS = CardSettings(
+    interest_days=3, cart_idle=timedelta(hours=2), activity_limit=25, receipts_on_card=3
+)
+
+
+@PROPERTY_SETTINGS
+@given(items=receipt_rich_events(), limit=st.integers(1, 6))
+def test_receipt_pages_list_every_receipt_once_newest_first(items: Items, limit: int) -> None:
+    store = MemoryFactStore()
+    state = fold_all(ProfileState("C-1"), store, items, card_settings=PAGING_SETTINGS)
+
+    pages: list[list[dict[str, Any]]] = []
+    before: str | None = None
+    for _ in range(len(items) + 1):
+        page, before = receipts_page(store, "C-1", before, limit)
+        pages.append(page)
+        if before is None:
+            break
+    assert before is None, "paging does not end"
+    entries = [entry for page in pages for entry in page]
+
+    # by hand: each receipt at its latest version by (ts, event id), dated by its earliest
+    versions: dict[str, list[Receipt]] = {}
+    for event, _ in items:
+        if isinstance(event, Receipt):
+            versions.setdefault(event.receipt_id, []).append(event)
+    expected = {
+        receipt_id: (
+            utc(min(e.ts for e in kept)),
+            max(kept, key=lambda e: (e.ts, e.event_id)).status,
+        )
+        for receipt_id, kept in versions.items()
+    }
+    assert sorted(e["id"] for e in entries) == sorted(expected)  # each exactly once
+    assert {e["id"]: (e["date"], e["status"]) for e in entries} == expected
+    order = [(e["date"], e["id"]) for e in entries]
+    assert order == sorted(order, reverse=True)
+    assert all(len(page) == limit for page in pages[:-1])
+    assert 0 < len(pages[-1]) <= limit or pages == [[]]
+
+    card = build_card(state, PAGING_SETTINGS, NOW)
+    assert card["receipts"] == entries[: len(card["receipts"])]
+    assert len(card["receipts"]) == min(len(expected), PAGING_SETTINGS.receipts_on_card)
+    assert card["receipts_more"] == (len(expected) > PAGING_SETTINGS.receipts_on_card)
