@@ -118,10 +118,18 @@ def create_app(settings: Settings) -> faust.App:
     )
     tables = Tables.declare(app, topics)
     stats = WorkerStats()
-    intake.register(app, channels, settings, stats)
-    identity.register(app, channels, tables, settings, stats)
     watch = CardWatch()  # card changes -> open staff pages
-    profiles.register(app, channels, tables, settings, stats, watch)
+    fold_profile = profiles.register(app, channels, tables, settings, stats, watch)
+    shared = {topics.identify.partitions, topics.events.partitions} == {topics.partitions}
+    intake.register(
+        app,
+        channels,
+        settings,
+        stats,
+        fold_profile if settings.direct_fold else None,
+        topics.partitions if shared else None,  # co-partitioned inputs only
+    )
+    identity.register(app, channels, tables, settings, stats)
     routes.register(app, settings, tables, stats)
     staff.register(app, tables, watch, credentials)
     return app

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         description="Most records an agent folds at once: each key's state is read, written "
         "and its card published once per batch (1: one record at a time)",
     )
+    direct_fold: bool = Field(
+        True,
+        description=(
+            "Fold an event that carries a CustomerId in the intake agent when its input "
+            "partition is its profile's (one internal hop fewer)"
+        ),
+    )
     batch_within_ms: float = Field(
         25.0,
         gt=0,

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import faust
 
-from app.agents.batching import fold_batches
+from app.agents.batching import GroupFold, fold_batches
 from app.agents.factstore import TableFactStore
 from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
@@ -43,8 +43,12 @@ def register(
     settings: Settings,
     stats: WorkerStats,
     watch: CardWatch | None = None,
-) -> None:
-    """Register the profile agent and the cart timer on `app`; `watch` hears card changes."""
+) -> GroupFold:
+    """Register the profile agent and the cart timer on `app`; `watch` hears card changes.
+
+    Returns the fold of one profile's ops (tables read and written inside), which the
+    intake agent also uses for events it can fold in place.
+    """
     card_settings = settings.card_settings()
     asked: dict[str, float] = {}  # profile id -> monotonic time the timer last asked
     grace = timedelta(seconds=settings.cart_grace_seconds)
@@ -110,3 +114,5 @@ def register(
             await channels.profile_ops.send(
                 key=profile_id.encode(), value=encode_op(CheckCart(now.isoformat()))
             )
+
+    return fold_profile

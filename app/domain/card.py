@@ -503,12 +503,12 @@ def receipts_page(
     rows: list[list[Any]] = []
     cursor: str | None = None
     last: bytes = b""
-    for key, event_id in store.scan(prefix, reverse=True, before=bound):
+    for key, _ in store.scan(prefix, reverse=True, before=bound):
         if len(rows) == limit:
             last_date, _, last_id = last[len(prefix) :].partition(b"\x00")
             cursor = f"{last_date.decode()}|{last_id.decode()}"
             break
-        raw = store.get(profile_prefix(profile_id, b"e") + event_id)
+        raw = store.get(profile_prefix(profile_id, b"r") + key[len(prefix) :].partition(b"\x00")[2])
         if raw is not None:
             rows.append(fact_header(raw)[2])
             last = key

@@ -8,14 +8,15 @@ aggregates can be rebuilt after facts left it. They are never read whole on the 
 folding an event reads and writes a few keys (`app.domain.profile`).
 
 Keys (bytes) start with the profile id, length-prefixed so that no profile id is a prefix
-of another one's keys, then a one-letter family:
+of another one's keys, then a one-letter family. Each fact lives under exactly one key
+(a receipt also has a date index entry), so an event writes one key (a receipt two):
 
-| family | key                          | value                          |
-|--------|------------------------------|--------------------------------|
-| `e`    | pid, event id                | the fact (`fact_to_json`)      |
-| `r`    | pid, receipt id              | the event id of its kept version |
-| `d`    | pid, receipt date, receipt id| the event id (receipt paging)  |
-| `w`    | pid, time, event id          | empty: views and visits by time (expiry) |
+| family | key                           | value                                        |
+|--------|-------------------------------|----------------------------------------------|
+| `e`    | pid, event id                 | the fact (`fact_to_json`)                    |
+| `r`    | pid, receipt id               | the kept version of the receipt (its fact)   |
+| `d`    | pid, receipt date, receipt id | empty: receipts by date (paging, recounts)   |
+| `w`    | pid, time, event id           | a view's or visit's fact, by time (expiry)   |
 
 The store is an interface (`FactStore`); `MemoryFactStore` keeps it in a dict (tests,
 tools), the worker keeps it in a RocksDB-backed table (`app.agents.profiles`).
@@ -161,6 +162,17 @@ def window_key(profile_id: str, ts: str, event_id: str) -> bytes:
     return profile_prefix(profile_id, b"w") + ts.encode() + b"\x00" + event_id.encode()
 
 
+#: The families whose values are facts (every fact is under one of them).
+FACT_FAMILIES = (b"e", b"r", b"w")
+
+
+def scan_facts(store: FactStore, profile_id: str) -> Iterator[bytes]:
+    """Every stored fact of `profile_id` (raw), family by family: O(facts held)."""
+    for family in FACT_FAMILIES:
+        for _, raw in store.scan(profile_prefix(profile_id, family)):
+            yield raw
+
+
 def key_profile_id(key: bytes) -> str:
     """The profile id a store key belongs to."""
     size = int.from_bytes(key[:2], "big")
@@ -279,9 +291,8 @@ def held_facts(store: FactStore, profile_id: str) -> list[tuple[str, str | None,
 
     O(facts held): for tools, tests and the facts route, never for folding.
     """
-    prefix = profile_prefix(profile_id, b"e")
     rows = []
-    for key, raw in store.scan(prefix):
-        via, ts, _ = fact_header(raw)
-        rows.append((ts, key[len(prefix) :].decode(), via))
+    for raw in scan_facts(store, profile_id):
+        via, ts, row = fact_header(raw)
+        rows.append((ts, str(row[4]["event_id"]), via))
     return [(event_id, via, ts) for ts, event_id, via in sorted(rows)]

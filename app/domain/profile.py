@@ -57,6 +57,7 @@ from app.domain.facts import (
     profile_prefix,
     receipt_date_key,
     receipt_key,
+    scan_facts,
     window_key,
 )
 from app.domain.rfm import RfmThresholds
@@ -697,30 +698,38 @@ def _store_fact(store: FactStore, profile_id: str, fact: Fact) -> None:
             f"the fact of event {fact.event_id[:80]} is {len(value):,} bytes stored, over the "
             f"{MAX_RECORD_BYTES:,}-byte record limit"
         )
-    store.put(fact_key(profile_id, fact.event_id), value)
+    store.put(_home_key(profile_id, fact), value)
     event = fact.event
     if isinstance(event, Receipt):
-        store.put(receipt_key(profile_id, event.receipt_id), fact.event_id.encode())
-        store.put(
-            receipt_date_key(profile_id, iso(fact.date), event.receipt_id),
-            fact.event_id.encode(),
-        )
-    elif event.type in WINDOWED_TYPES:
-        store.put(window_key(profile_id, iso(fact.ts), fact.event_id), b"")
+        store.put(receipt_date_key(profile_id, iso(fact.date), event.receipt_id), b"")
+
+
+def _home_key(profile_id: str, fact: Fact) -> bytes:
+    """The one key a fact is stored under (`app.domain.facts`: e, r or w)."""
+    event = fact.event
+    if isinstance(event, Receipt):
+        return receipt_key(profile_id, event.receipt_id)
+    if event.type in WINDOWED_TYPES:
+        return window_key(profile_id, iso(fact.ts), fact.event_id)
+    return fact_key(profile_id, fact.event_id)
+
+
+def _is_stored(store: FactStore, profile_id: str, fact: Fact) -> bool:
+    """True when this very event is held (not for receipts: see `_fold_receipt`).
+
+    A redelivered event is the same bytes, so its own key finds it."""
+    return store.get(_home_key(profile_id, fact)) is not None
 
 
 def _unstore_fact(store: FactStore, profile_id: str, fact: Fact) -> None:
-    store.delete(fact_key(profile_id, fact.event_id))
+    store.delete(_home_key(profile_id, fact))
     event = fact.event
     if isinstance(event, Receipt):
-        store.delete(receipt_key(profile_id, event.receipt_id))
         store.delete(receipt_date_key(profile_id, iso(fact.date), event.receipt_id))
-    elif event.type in WINDOWED_TYPES:
-        store.delete(window_key(profile_id, iso(fact.ts), fact.event_id))
 
 
-def _load_fact(store: FactStore, profile_id: str, event_id: str) -> Fact | None:
-    raw = store.get(fact_key(profile_id, event_id))
+def _load_receipt(store: FactStore, profile_id: str, receipt_id: str) -> Fact | None:
+    raw = store.get(receipt_key(profile_id, receipt_id))
     if raw is None:
         return None
     return facts_from_rows([fact_header(raw)[2]])[0]
@@ -741,11 +750,7 @@ def _recount_receipts(head: _Head, store: FactStore, settings: CardSettings) -> 
         head.set(name, {})
     head.set("recent", [])
     pid = head.state.profile_id
-    rows = [
-        fact_header(raw)[2]
-        for _, event_id in store.scan(profile_prefix(pid, b"d"))
-        if (raw := store.get(fact_key(pid, event_id.decode()))) is not None
-    ]
+    rows = [fact_header(raw)[2] for _, raw in store.scan(profile_prefix(pid, b"r"))]
     for fact in facts_from_rows(rows):
         _add_receipt_figures(head, fact, settings)
 
@@ -825,8 +830,7 @@ def _refill_rows(head: _Head, store: FactStore, settings: CardSettings, names: l
     """Rebuild the `names` lists (activity, cart) from every stored fact (O(facts held)),
     keeping the feed entries of events that were never stored (views already old)."""
     pid = head.state.profile_id
-    rows = [fact_header(raw)[2] for _, raw in store.scan(profile_prefix(pid, b"e"))]
-    facts = facts_from_rows(rows)
+    facts = facts_from_rows([fact_header(raw)[2] for raw in scan_facts(store, pid)])
     stored = {fact.event_id for fact in facts}
     if "activity" in names:
         unstored = [row for row in head.read("activity") if row[1] not in stored]
@@ -875,8 +879,9 @@ def _fold_receipt(
     event = fact.event
     assert isinstance(event, Receipt)
     pid = head.state.profile_id
-    kept_id = store.get(receipt_key(pid, event.receipt_id))
-    kept = None if kept_id is None else _load_fact(store, pid, kept_id.decode())
+    kept = _load_receipt(store, pid, event.receipt_id)
+    if kept is not None and kept.event_id == fact.event_id:
+        return NO_BLOCKS  # a duplicate of the kept version
     if kept is None:
         _store_fact(store, pid, fact)
         _accumulate(head, fact, settings, windowed=True)
@@ -900,10 +905,10 @@ def _fold_fact(
     if isinstance(event, Identify) and not event.attributes:
         return NO_BLOCKS
     pid = head.state.profile_id
-    if store.get(fact_key(pid, fact.event_id)) is not None:
-        return NO_BLOCKS  # a duplicate
     if isinstance(event, Receipt):
         return _fold_receipt(head, store, fact, settings)
+    if _is_stored(store, pid, fact):
+        return NO_BLOCKS  # a duplicate
     if not _in_window(fact, settings, now):
         # too old to count as interest: not kept, shown in the feed if recent enough
         if any(row[1] == fact.event_id for row in head.read("activity")):
@@ -943,12 +948,11 @@ def drop_expired(
     next_oldest: str | None = None
     expired: list[bytes] = []
     for key, _ in store.scan(prefix):
-        ts, _, event_id = key[len(prefix) :].partition(b"\x00")
+        ts, _, _ = key[len(prefix) :].partition(b"\x00")
         if ts.decode()[:10] >= first_day:
             next_oldest = ts.decode()
             break
         expired.append(key)
-        store.delete(fact_key(pid, event_id.decode()))
     for key in expired:
         store.delete(key)
     head.set("oldest_windowed", next_oldest)
@@ -1019,7 +1023,7 @@ def take_facts(
     high = None if ts_to is None else iso(ts_to)
     moving: list[list[Any]] = []
     staying: list[list[Any]] = []
-    for _, raw in store.scan(profile_prefix(pid, b"e")):
+    for raw in scan_facts(store, pid):
         via, ts, row = fact_header(raw)
         moves = via == link_key and (low is None or ts >= low) and (high is None or ts < high)
         (moving if moves else staying).append(row)
@@ -1029,13 +1033,14 @@ def take_facts(
     for fact in taken:
         _unstore_fact(store, pid, fact)
     head = _Head(ProfileState(pid, state.version, state.cart_notified))
-    for fact in facts_from_rows(staying):
+    kept = facts_from_rows(staying)
+    for fact in kept:
         _note_windowed(head, fact)
         _accumulate(head, fact, settings, windowed=True)
     # feed entries of facts that were never stored (views older than the window) stay
-    taken_ids = {fact.event_id for fact in taken}
+    held_ids = {fact.event_id for fact in taken} | {fact.event_id for fact in kept}
     for row in state.blocks["activity"]:
-        if row[1] not in taken_ids and store.get(fact_key(pid, row[1])) is None:
+        if row[1] not in held_ids:
             _insert_top(head.write("activity"), row, settings.activity_limit)
             if head.read("updated_at") is None or row[0] > head.read("updated_at"):
                 head.set("updated_at", row[0])  # a view's feed date is its time

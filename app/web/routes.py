@@ -22,7 +22,7 @@ from app.agents.factstore import TableFactStore
 from app.agents.stats import WorkerStats
 from app.channels import Tables
 from app.domain.card import filter_activity, receipts_page
-from app.domain.facts import fact_header, profile_prefix
+from app.domain.facts import fact_header, scan_facts
 from app.domain.identity import anonymous_profile_id, link_state_from_json
 from app.domain.links import InvalidLink, link_key, normalize_link
 from app.domain.profile import profile_state_from_json
@@ -224,7 +224,7 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         if limit is None:
             return bad_request(web, "limit must be a whole number from 1 to 10000")
         rows = []
-        for _, value in facts_store.scan(profile_prefix(profile_id, b"e")):
+        for value in scan_facts(facts_store, profile_id):
             via, ts, row = fact_header(value)
             rows.append((ts, row[4]["event_id"], row[4]["type"], via))
         rows.sort()

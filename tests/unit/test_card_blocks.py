@@ -27,7 +27,7 @@ from app.domain.card import (
     mark_cart_notified,
     receipts_page,
 )
-from app.domain.facts import MemoryFactStore, fact_key
+from app.domain.facts import MemoryFactStore, window_key
 from app.domain.identity import IdentityChange
 from app.domain.rfm import RfmThresholds
 from app.events import AnyEvent, parse_event
@@ -795,7 +795,10 @@ def test_interest_window_counts_whole_utc_days() -> None:
     assert build_card(state, settings, at(days=11))["interests"] == []  # Nov 4 is out
 
     def held(*events: AnyEvent) -> list[bool]:
-        return [store.get(fact_key("C-1", event.event_id)) is not None for event in events]
+        return [
+            store.get(window_key("C-1", iso(event.ts), event.event_id)) is not None
+            for event in events
+        ]
 
     now = at(12, days=10)
     state = fold_event(state, store, ev("tag", now, tag="x"), None, settings, now).state

@@ -1,11 +1,13 @@
 """Folding facts into a profile (app.domain.profile): idempotence, receipts by id, hand-over,
 window expiry, receipt paging, serialisation and the cost of one fold.
 
-A profile is a small head (`ProfileState`) plus its facts in a `FactStore`, one key each
-(`app.domain.facts`: `e` fact, `r` receipt id, `d` receipt date, `w` views and visits by
-time). The tests read the store's keys directly (`MemoryFactStore.values`); the expected
-keys are written out by hand from the documented key layout. Expected values are computed
-by hand in each test.
+A profile is a small head (`ProfileState`) plus its facts in a `FactStore`, each fact under
+exactly one key (`app.domain.facts`): views and visits under `w` + time + NUL + event id,
+a receipt's kept version under `r` + receipt id (plus an empty date index entry `d` +
+receipt date + NUL + receipt id), every other event under `e` + event id; the value of a
+`w`, `r` or `e` key is the fact. The tests read the store's keys directly
+(`MemoryFactStore.values`); the expected keys are written out by hand from the documented
+key layout. Expected values are computed by hand in each test.
 
 Rules changed deliberately with the bounded head (issue 11), and tested here as such:
 * interests count views per UTC day: a day counts while it is not before the window's
@@ -16,7 +18,7 @@ Rules changed deliberately with the bounded head (issue 11), and tested here as 
   entry stays with the profile it was folded into.
 * `drop_expired` deletes the views and visits dated before the window's first day.
 * `prune` and `remove_facts` are gone: `drop_expired` replaces them; it deletes the
-  expired facts' `e` and `w` keys, keeps their feed entries and leaves the card as it was.
+  expired facts' `w` keys, keeps their feed entries and leaves the card as it was.
 """
 
 from __future__ import annotations
@@ -112,8 +114,17 @@ def profile_values(store: MemoryFactStore, profile_id: str) -> dict[bytes, bytes
     return {k: v for k, v in store.values.items() if k.startswith(prefix)}
 
 
-def stored_fact(store: MemoryFactStore, profile_id: str, event_id: str) -> Fact:
-    return fact_from_json(store.values[key(profile_id, "e", event_id)])
+def stored_fact(store: MemoryFactStore, stored_key: bytes) -> Fact:
+    """The fact stored under `stored_key` (an `e`, `r` or `w` key)."""
+    return fact_from_json(store.values[stored_key])
+
+
+def kept_versions(store: MemoryFactStore, profile_id: str) -> dict[str, str]:
+    """Receipt id -> event id of the kept version stored under its `r` key."""
+    return {
+        receipt_id: stored_fact(store, key(profile_id, "r", receipt_id)).event_id
+        for receipt_id in held(store, profile_id, "r")
+    }
 
 
 def receipts_of(state: ProfileState) -> list[tuple[str, str, str]]:
@@ -133,50 +144,46 @@ def test_fold_stores_the_fact_bumps_version_and_names_the_blocks() -> None:
 
     assert result.state.version == 1
     assert set(store.values) == {
-        key("C-1", "e", "e1"),
         key("C-1", "r", "R-1"),
         key("C-1", "d", iso(0), "R-1"),
     }
-    assert store.values[key("C-1", "r", "R-1")] == b"e1"
-    assert store.values[key("C-1", "d", iso(0), "R-1")] == b"e1"
-    assert stored_fact(store, "C-1", "e1") == Fact("e1", at(0), CARD, event, None)
-    assert store.writes == 3
+    assert store.values[key("C-1", "d", iso(0), "R-1")] == b""
+    assert stored_fact(store, key("C-1", "r", "R-1")) == Fact("e1", at(0), CARD, event, None)
+    assert store.writes == 2
     assert result.changed_blocks == RECEIPT_BLOCKS
 
 
 @pytest.mark.parametrize(
-    ("kind", "fields", "blocks", "families"),
+    ("kind", "fields", "blocks", "family"),
     [
-        ("tag", {"tag": "vip"}, {"tags", "activity"}, ["e"]),
+        ("tag", {"tag": "vip"}, {"tags", "activity"}, "e"),
         (
             "bonus",
             {"bonus_id": "B", "action": "accrued", "amount": 5.0},
             {"loyalty", "activity"},
-            ["e"],
+            "e",
         ),
         (
             "subscription",
             {"medium": "email", "subscribed": True},
             {"subscriptions", "contacts", "activity"},
-            ["e"],
+            "e",
         ),
-        ("page_view", {"url": "/"}, {"activity"}, ["e", "w"]),
-        ("category_view", {"category": "shoes"}, {"interests", "activity"}, ["e", "w"]),
-        ("cart_clear", {}, {"cart", "activity"}, ["e"]),
+        ("page_view", {"url": "/"}, {"activity"}, "w"),
+        ("category_view", {"category": "shoes"}, {"interests", "activity"}, "w"),
+        ("cart_clear", {}, {"cart", "activity"}, "e"),
     ],
 )
 def test_changed_blocks_and_keys_per_event_type(
-    kind: str, fields: dict[str, Any], blocks: set[str], families: list[str]
+    kind: str, fields: dict[str, Any], blocks: set[str], family: str
 ) -> None:
     store = MemoryFactStore()
-    result = fold_event(
-        ProfileState("C-1"), store, behaviour(kind, 0, "e1", **fields), None, SETTINGS, NOW
-    )
+    event = behaviour(kind, 0, "e1", **fields)
+    result = fold_event(ProfileState("C-1"), store, event, None, SETTINGS, NOW)
     assert result.changed_blocks == blocks
-    expected = {key("C-1", "e", "e1")}
-    if "w" in families:
-        expected.add(key("C-1", "w", iso(0), "e1"))
-    assert set(store.values) == expected
+    expected = key("C-1", "e", "e1") if family == "e" else key("C-1", "w", iso(0), "e1")
+    assert set(store.values) == {expected}
+    assert stored_fact(store, expected) == Fact("e1", at(0), None, event, None)
 
 
 def test_a_duplicate_event_changes_nothing() -> None:
@@ -196,7 +203,7 @@ def test_a_duplicate_through_another_link_is_still_a_duplicate() -> None:
     state = fold(ProfileState("C-1"), store, (receipt("R-1", 10.0, 0, "e1"), CARD))
     result = fold_event(state, store, receipt("R-1", 10.0, 0, "e1"), EMAIL, SETTINGS, NOW)
     assert result.state is state
-    assert stored_fact(store, "C-1", "e1").via == CARD
+    assert stored_fact(store, key("C-1", "r", "R-1")).via == CARD
 
 
 def test_identify_without_attributes_changes_nothing() -> None:
@@ -211,7 +218,7 @@ def test_identify_without_attributes_changes_nothing() -> None:
     assert store.values == {}
 
 
-def test_facts_are_keyed_by_event_id_and_views_indexed_by_time() -> None:
+def test_views_and_visits_are_keyed_by_time_other_facts_by_event_id() -> None:
     store = MemoryFactStore()
     state = fold(
         ProfileState("C-1"),
@@ -221,9 +228,19 @@ def test_facts_are_keyed_by_event_id_and_views_indexed_by_time() -> None:
         (behaviour("product_view", 2, "a", product_id="P"), None),
         (behaviour("tag", 0, "t", tag="x"), None),
     )
-    assert held(store, "C-1", "e") == ["a", "b", "t", "z"]
+    assert held(store, "C-1", "e") == ["t"]
     assert held(store, "C-1", "w") == [(iso(1), "z"), (iso(2), "a"), (iso(2), "b")]
-    assert all(store.values[key("C-1", "w", *row)] == b"" for row in held(store, "C-1", "w"))
+    assert set(store.values) == {
+        key("C-1", "e", "t"),
+        key("C-1", "w", iso(1), "z"),
+        key("C-1", "w", iso(2), "a"),
+        key("C-1", "w", iso(2), "b"),
+    }
+    assert stored_fact(store, key("C-1", "e", "t")).event_id == "t"
+    assert all(
+        stored_fact(store, key("C-1", "w", ts, event_id)).event_id == event_id
+        for ts, event_id in held(store, "C-1", "w")
+    )
     assert state.version == 4
     assert not state.is_empty
 
@@ -257,7 +274,7 @@ def test_a_view_before_the_windows_first_day_is_not_stored_but_enters_the_feed()
 
     edge = behaviour("category_view", 24 * 10, "edge", category="c")
     state = fold_event(result.state, store, edge, None, SETTINGS, now).state
-    assert held(store, "C-1", "e") == ["edge"]
+    assert held(store, "C-1", "e") == []
     assert held(store, "C-1", "w") == [(iso(24 * 10), "edge")]
     assert build_card(state, SETTINGS, now)["interests"] == [
         {"category": "c", "views": 1, "last_viewed_at": iso(24 * 10)}
@@ -266,7 +283,7 @@ def test_a_view_before_the_windows_first_day_is_not_stored_but_enters_the_feed()
     later = at(24 * 40 + 6)  # the window starts at 2026-11-11 06:00: its first day is 11-11
     early = behaviour("category_view", 24 * 10 + 2, "early", category="c")  # 11-11 02:00
     state = fold_event(state, store, early, None, SETTINGS, later).state
-    assert held(store, "C-1", "e") == ["early", "edge"]
+    assert held(store, "C-1", "w") == [(iso(24 * 10), "edge"), (iso(24 * 10 + 2), "early")]
     assert build_card(state, SETTINGS, later)["interests"] == [
         {"category": "c", "views": 2, "last_viewed_at": iso(24 * 10 + 2)}
     ]
@@ -283,11 +300,11 @@ def test_a_later_version_of_a_receipt_replaces_the_earlier_and_keeps_its_date() 
     state = fold(ProfileState("C-1"), store, (placed, None), (completed, None))
 
     assert receipts_of(state) == [("R-1", "completed", iso(0))]
-    assert held(store, "C-1", "e") == ["e2"]
-    assert store.values[key("C-1", "r", "R-1")] == b"e2"
+    assert held(store, "C-1", "e") == []
+    assert kept_versions(store, "C-1") == {"R-1": "e2"}
     assert held(store, "C-1", "d") == [(iso(0), "R-1")]
-    assert store.values[key("C-1", "d", iso(0), "R-1")] == b"e2"
-    assert stored_fact(store, "C-1", "e2").first_ts == at(0)
+    assert store.values[key("C-1", "d", iso(0), "R-1")] == b""
+    assert stored_fact(store, key("C-1", "r", "R-1")).first_ts == at(0)
     assert state.version == 2
 
 
@@ -340,7 +357,7 @@ def test_a_cancellation_replaces_the_receipt_and_leaves_the_figures() -> None:
     assert card["summary"]["receipts_count"] == 1
     assert card["summary"]["receipts_total"] == 40.0
     assert card["receipts_more"] is False
-    assert held(store, "C-1", "e") == ["e2", "e3"]
+    assert kept_versions(store, "C-1") == {"R-1": "e3", "R-2": "e2"}
 
 
 def test_a_status_update_keeps_the_latest_store_name_of_the_receipts_left() -> None:
@@ -419,8 +436,8 @@ def test_take_moves_exactly_the_links_facts_in_the_range(
 
     assert sorted(f.event_id for f in result.taken) == taken
     assert all(f.via == link for f in result.taken)
-    assert held(store, "C-1", "e") == kept
-    assert held(store, "C-1", "r") == sorted(receipt_of[e] for e in kept)
+    assert held(store, "C-1", "e") == []
+    assert kept_versions(store, "C-1") == {receipt_of[e]: e for e in kept}
     assert result.state.version == state.version + 1
     assert result.changed_blocks == RECEIPT_BLOCKS
     card = build_card(result.state, SETTINGS, at(24))
@@ -460,8 +477,9 @@ def test_merge_of_an_anonymous_profile_moves_its_history_once() -> None:
     assert again.changed_blocks == frozenset()
     assert store.writes == writes
     assert merged.changed_blocks == RECEIPT_BLOCKS | {"tags"}
-    assert held(store, "C-1", "e") == ["a1", "a2", "a3", "c1"]
-    assert stored_fact(store, "C-1", "a3").via == CARD
+    assert held(store, "C-1", "e") == ["a3"]
+    assert kept_versions(store, "C-1") == {"R-1": "a1", "R-2": "a2", "R-3": "c1"}
+    assert stored_fact(store, key("C-1", "e", "a3")).via == CARD
     card = build_card(merged.state, SETTINGS, at(24))
     assert [r["id"] for r in card["receipts"]] == ["R-3", "R-2", "R-1"]
     assert card["summary"]["receipts_count"] == 3
@@ -481,7 +499,8 @@ def test_absorbing_another_version_of_a_receipt_keeps_one_receipt() -> None:
     merged = absorb_facts(known, store, taken.taken, SETTINGS, NOW).state
 
     assert receipts_of(merged) == [("R-1", "paid", iso(0))]
-    assert held(store, "C-1", "e") == ["c1"]
+    assert held(store, "C-1", "e") == []
+    assert kept_versions(store, "C-1") == {"R-1": "c1"}
     assert held(store, "C-1", "d") == [(iso(0), "R-1")]
     card = build_card(merged, SETTINGS, at(24))
     assert card["summary"]["receipts_count"] == 1
@@ -583,9 +602,9 @@ def test_drop_expired_deletes_only_old_views_and_visits() -> None:
 
     dropped = drop_expired(state, store, SETTINGS, now)
 
-    assert held(store, "C-1", "e") == ["edge-visit", "new-view", "old-receipt", "old-tag"]
+    assert held(store, "C-1", "e") == ["old-tag"]
     assert held(store, "C-1", "w") == [(iso(24 * 10), "edge-visit"), (iso(24 * 11), "new-view")]
-    assert held(store, "C-1", "r") == ["R-1"]
+    assert kept_versions(store, "C-1") == {"R-1": "old-receipt"}
     assert held(store, "C-1", "d") == [(iso(0), "R-1")]
     assert dropped.version == state.version
     assert build_card(dropped, SETTINGS, now) == card  # feed entries stay, interests too
@@ -602,15 +621,11 @@ def test_a_fold_drops_the_expired_views_first() -> None:
 
     state = fold(state, store, (behaviour("tag", 24 * 39, "late-tag", tag="x"), None), now=at(960))
 
-    # deleted: old-view and old-page (e and w keys: 4 writes); stored: late-tag (1 write)
-    assert store.writes == writes + 5
-    assert held(store, "C-1", "e") == [
-        "edge-visit",
-        "late-tag",
-        "new-view",
-        "old-receipt",
-        "old-tag",
-    ]
+    # deleted: old-view and old-page (their w keys: 2 writes); stored: late-tag (1 write)
+    assert store.writes == writes + 3
+    assert held(store, "C-1", "e") == ["late-tag", "old-tag"]
+    assert held(store, "C-1", "w") == [(iso(24 * 10), "edge-visit"), (iso(24 * 11), "new-view")]
+    assert kept_versions(store, "C-1") == {"R-1": "old-receipt"}
 
 
 def test_drop_expired_goes_by_the_day_the_interests_count() -> None:
@@ -637,18 +652,18 @@ def test_drop_expired_goes_by_the_day_the_interests_count() -> None:
     assert build_card(rest, SETTINGS, now)["interests"] == interests
     moved = take_facts(rest, store, EMAIL, None, None, SETTINGS, now)
     other = absorb_facts(ProfileState("C-2"), store, moved.taken, SETTINGS, now).state
-    assert held(store, "C-2", "e") == ["early"]
+    assert set(profile_values(store, "C-2")) == {key("C-2", "w", iso(24 * 10 + 2), "early")}
     assert build_card(other, SETTINGS, now)["interests"] == [
         {"category": "c", "views": 1, "last_viewed_at": iso(24 * 10 + 2)}
     ]
     back = take_facts(other, store, EMAIL, None, None, SETTINGS, now).taken
     rest = absorb_facts(moved.state, store, back, SETTINGS, now).state
-    assert held(store, "C-1", "e") == ["early", "later"]
+    assert held(store, "C-1", "w") == [(iso(24 * 10 + 2), "early"), (iso(24 * 11), "later")]
     assert build_card(rest, SETTINGS, now)["interests"] == interests
 
     next_day = at(24 * 41)  # the window's first day is 11-12
     dropped = drop_expired(rest, store, SETTINGS, next_day)
-    assert held(store, "C-1", "e") == ["later"]
+    assert held(store, "C-1", "w") == [(iso(24 * 11), "later")]
     assert build_card(dropped, SETTINGS, next_day)["interests"] == [
         {"category": "c", "views": 1, "last_viewed_at": iso(24 * 11)}
     ]
@@ -726,8 +741,9 @@ def test_one_more_page_view_costs_the_same_whatever_the_history() -> None:
     small = _history(small_store, 10)
     large = _history(large_store, 2_000)
     half = _history(half_store, 1_000)
-    assert len(held(small_store, "C-1", "e")) == 10
-    assert len(held(large_store, "C-1", "e")) == 2_000
+    # page views (i % 3 == 0) under w, tags under e, receipts under r (and d)
+    assert [len(held(small_store, "C-1", f)) for f in ("w", "e", "r", "d")] == [4, 3, 3, 3]
+    assert [len(held(large_store, "C-1", f)) for f in ("w", "e", "r", "d")] == [667, 667, 666, 666]
 
     writes = []
     for state, store in ((small, small_store), (large, large_store)):
@@ -736,7 +752,7 @@ def test_one_more_page_view_costs_the_same_whatever_the_history() -> None:
         fold_event(state, store, page_view, None, SETTINGS, NOW)
         writes.append(store.writes - before)
 
-    assert writes == [2, 2]  # its `e` key and its `w` key
+    assert writes == [1, 1]  # its `w` key
     # the head is bounded: past the caps (200 feed entries, 50 receipts on the card) it no
     # longer grows with the history; only counters and sums gain digits
     head = len(profile_state_to_json(large))
@@ -791,7 +807,8 @@ def _every_kind(store: MemoryFactStore) -> ProfileState:
 def test_state_round_trips_through_json() -> None:
     store = MemoryFactStore()
     state = _every_kind(store)
-    assert stored_fact(store, "C-1", "r2").first_ts == at(1)  # the receipt's first version
+    kept = stored_fact(store, key("C-1", "r", "R-1"))
+    assert (kept.event_id, kept.first_ts) == ("r2", at(1))  # dated by its first version
 
     restored = profile_state_from_json(profile_state_to_json(state))
 

@@ -240,13 +240,47 @@ def values_of(store: MemoryFactStore, profile_id: str) -> dict[bytes, bytes]:
 
 
 def facts_of(store: MemoryFactStore, profile_id: str) -> list[Fact]:
-    """The facts a profile holds (its `e` keys), decoded."""
-    start = prefix(profile_id) + b"e"
-    return [fact_from_json(value) for key, value in store.values.items() if key.startswith(start)]
+    """The facts a profile holds, decoded: each is the value of exactly one key, `e` (by
+    event id), `r` (a receipt's kept version) or `w` (a view or visit by time); the `d`
+    keys (receipts by date) are empty."""
+    starts = tuple(prefix(profile_id) + family for family in (b"e", b"r", b"w"))
+    return [fact_from_json(value) for key, value in store.values.items() if key.startswith(starts)]
+
+
+def assert_one_key_per_fact(store: MemoryFactStore, profile_id: str) -> None:
+    """The documented layout (app.domain.facts), checked key by key: a view or visit under
+    `w` + its UTC time + NUL + event id, a receipt's kept version under `r` + receipt id
+    with an empty `d` + date + NUL + receipt id entry, every other fact under `e` + event id."""
+    start = prefix(profile_id)
+    dated: dict[str, str] = {}
+    receipts: dict[str, Fact] = {}
+    for key, value in store.values.items():
+        if not key.startswith(start):
+            continue
+        family, rest = key[len(start) : len(start) + 1], key[len(start) + 1 :].decode()
+        if family == b"d":
+            assert value == b""
+            date, _, receipt_id = rest.partition("\x00")
+            assert receipt_id not in dated
+            dated[receipt_id] = date
+            continue
+        fact = fact_from_json(value)
+        if family == b"w":
+            assert fact.event.type in WINDOWED
+            assert rest == f"{utc(fact.ts)}\x00{fact.event_id}"
+        elif family == b"r":
+            assert isinstance(fact.event, Receipt)
+            assert rest == fact.event.receipt_id
+            receipts[rest] = fact
+        else:
+            assert family == b"e"
+            assert fact.event.type not in WINDOWED and fact.event.type != "receipt"
+            assert rest == fact.event_id
+    assert dated == {receipt_id: utc(fact.date) for receipt_id, fact in receipts.items()}
 
 
 def window_index(store: MemoryFactStore, profile_id: str) -> list[tuple[str, str]]:
-    """(time, event id) of a profile's `w` keys."""
+    """(time, event id) of a profile's `w` keys (its views and visits)."""
     start = prefix(profile_id) + b"w"
     rows = []
     for key in store.values:
@@ -294,6 +328,7 @@ def test_any_order_gives_the_same_card_and_facts(data: st.DataObject, items: Ite
 
     assert second_store.values == first_store.values
     assert card_without_version(second) == card_without_version(first)
+    assert_one_key_per_fact(first_store, "C-1")
 
 
 @PROPERTY_SETTINGS
@@ -361,6 +396,7 @@ def test_split_by_link_then_merged_equals_folding_into_one(
         del card["activity"], card["updated_at"]
     assert merged_card == everything_card
     assert values_of(shared, "C-1") == everything_store.values
+    assert_one_key_per_fact(shared, "C-1")
     card = build_card(customer, CARD_SETTINGS, NOW)
     assert sorted(r["id"] for r in card["receipts"]) == sorted(receipt_ids(items))
     for link in LINKS:
@@ -442,12 +478,7 @@ def test_expiry_keeps_the_window_and_the_card(
     store = MemoryFactStore()
     state = fold_all(ProfileState("C-1"), store, items)
     card = build_card(state, CARD_SETTINGS, later)
-    windowed_keys = {
-        key
-        for key, value in store.values.items()
-        if key.startswith(prefix("C-1") + b"w")
-        or (key.startswith(prefix("C-1") + b"e") and fact_from_json(value).event.type in WINDOWED)
-    }
+    windowed_keys = {key for key in store.values if key.startswith(prefix("C-1") + b"w")}
     lasting = {k: v for k, v in store.values.items() if k not in windowed_keys}
 
     dropped = drop_expired(state, store, CARD_SETTINGS, later)
@@ -461,7 +492,8 @@ def test_expiry_keeps_the_window_and_the_card(
     windowed_facts = [f for f in facts_of(store, "C-1") if f.event.type in WINDOWED]
     assert sorted((utc(f.ts), f.event_id) for f in windowed_facts) == expected
     assert {k: v for k, v in store.values.items() if k not in windowed_keys} == lasting
-    assert len(store.values) == len(lasting) + 2 * len(expected)
+    assert len(store.values) == len(lasting) + len(expected)  # one `w` key each
+    assert_one_key_per_fact(store, "C-1")
     assert dropped.version == state.version
     assert build_card(dropped, CARD_SETTINGS, later) == card
     writes = store.writes
