@@ -82,14 +82,14 @@ def register(
                 outs, failed = fold_profile(key, ops)
             except Exception as exc:  # e.g. state that does not decode: keep every record
                 for record in {id(r): r for r in records}.values():
-                    await dead_letter_failure(channels, stats.agents, "intake", record, exc)
+                    await dead_letter_failure(channels, stats.agents, "profiles", record, exc)
                 continue
             stats.agents["intake.folded_here"] += len(ops)
             for op in ops:  # the profile fold's own counters: it is the same fold
                 stats.agents[f"profiles.{op.kind}"] += 1
             outbox.add(outs, Origin.of(records))
-            for index, error in failed:
-                await dead_letter_failure(channels, stats.agents, "intake", records[index], error)
+            for index, error in failed:  # the profile fold failed: its stage, the input record
+                await dead_letter_failure(channels, stats.agents, "profiles", records[index], error)
 
     @app.agent(channels.inputs, name="intake")
     async def intake(stream: faust.StreamT[bytes]) -> None:

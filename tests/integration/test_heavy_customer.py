@@ -145,6 +145,11 @@ def test_twenty_thousand_events_for_one_customer(
     eventually(all_folded, timeout=240)
     worker.wait_until_quiet(quiet=2.0, timeout=240)
     assert worker.alive(), worker.log_tail()
+    # keyed by CustomerId (as `cardstream send` keys them), every event arrived on its
+    # profile's partition and was folded by the intake, no internal hop
+    agents = worker.get("/stats")[1]["agents"]
+    assert agents["intake.folded_here"] == len(events), agents
+    assert agents["profiles.add_fact"] == len(events), agents
     assert "Crashed" not in worker.log_tail(100_000)
     assert "MessageSizeTooLarge" not in worker.log_tail(100_000)
 

@@ -22,6 +22,7 @@ from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.domain.card import CardSettings
 from app.domain.facts import MemoryFactStore
 from app.domain.identity import Claim, GuardLimits
+from app.domain.profile import FactTooLarge
 from app.domain.resolution import (
     Out,
     fold_ops,
@@ -271,3 +272,27 @@ def test_records_are_grouped_by_partition_and_key_in_arrival_order() -> None:
     records = [record(0, b"a", 1), record(1, b"b", 2), record(0, b"a", 3), record(2, b"a", 4)]
     groups = by_key(records)
     assert [[r.message.value for r in group] for group in groups] == [[b"1", b"3"], [b"2"], [b"4"]]
+
+
+def test_an_event_too_large_to_store_is_refused_alone_and_the_batch_folds() -> None:
+    """A fact whose stored form would pass the 512 KiB record limit is not written (its op
+    fails, so the agent dead-letters it); the ops around it fold as if it were not there."""
+    items = [
+        {"product_id": f"P-{n}", "name": "N" * 500, "category": "c", "price": 1.0}
+        for n in range(1000)
+    ]
+    huge = make_receipt(customer_id="C-1", receipt_id="R-big", event_id="big", items=items)
+    assert len(wire(huge)) > 512 * 1024  # valid at the door, too large to keep
+    before = AddFact(wire(make_event("tag", customer_id="C-1", event_id="t1", tag="a")), None)
+    after = AddFact(wire(make_event("tag", customer_id="C-1", event_id="t2", tag="b")), None)
+    store = MemoryFactStore()
+    outcome = profile_batch_step(
+        None, None, store, "C-1", [before, AddFact(wire(huge), None), after], CARD, T0
+    )
+    [(index, error)] = outcome.failed
+    assert index == 1 and isinstance(error, FactTooLarge)
+    assert "record limit" in str(error)
+    assert all(len(value) <= 512 * 1024 for value in store.values.values())
+    assert not any(b"R-big" in key for key in store.values)
+    [record] = cards(outcome.outs)
+    assert record.card["tags"] == ["a", "b"] and record.card["receipts"] == []
