@@ -25,6 +25,7 @@ from pathlib import Path
 from aiokafka.partitioner import murmur2
 from rocksdict import Options, Rdict, WriteBatch
 
+from app.domain.facts import key_profile_id, profile_prefix
 from bench.harness import Bench, embedded_bench, mixed_records, publish, wait_folded
 
 TEMPLATE_CUSTOMERS = 300
@@ -73,8 +74,14 @@ def grow(
         for copy in range(1, copies):
             suffix = f"~{copy}".encode()
             for key, value in rows:
-                new_key = key + suffix
-                partition = (murmur2(new_key) & 0x7FFFFFFF) % PARTITIONS
+                if table.endswith("profile-facts"):  # keyed by a length-prefixed profile id
+                    owner = key_profile_id(key)
+                    rest = key[len(profile_prefix(owner)) :]
+                    new_key = profile_prefix(owner + suffix.decode()) + rest
+                    routed = (owner + suffix.decode()).encode()
+                else:
+                    new_key = routed = key + suffix
+                partition = (murmur2(routed) & 0x7FFFFFFF) % PARTITIONS
                 batches[partition].put(new_key, value)
             if copy % 200 == 0 or copy == copies - 1:
                 for p, db in opened.items():
