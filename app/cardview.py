@@ -453,13 +453,16 @@ def _receipts(card: Mapping[str, Any]) -> list[_Line]:
         items.append(rows)
     head_lines = _table(heads, right={4})
     item_lines = _table([row for rows in items for row in rows], right={1})
-    lines = [_Line(f"Receipts ({len(receipts)})", "heading")]
+    shown = f"latest {len(receipts)}" if card.get("receipts_more") is True else str(len(receipts))
+    lines = [_Line(f"Receipts ({shown})", "heading")]
     position = 0
     for head, rows in zip(head_lines, items, strict=True):
         lines.append(_Line(head))
         for line in item_lines[position : position + len(rows)]:
             lines.append(_Line(INDENT + line))
         position += len(rows)
+    if card.get("receipts_more") is True:
+        lines.append(_Line("older receipts: GET /customers/{id}/receipts (paged)"))
     return lines
 
 

@@ -363,3 +363,16 @@ def test_an_anonymous_profile_is_named_so() -> None:
     card = build_card(ProfileState("~email:ann@x.pl"), CardSettings(), NOW)
     first = render_card(card).splitlines()[0]
     assert first == "(no name) · anonymous profile · profile ~email:ann@x.pl · RFM: none"
+
+
+def test_a_card_with_older_receipts_says_they_are_paged() -> None:
+    card = build(
+        receipt("R-1", 10.0, at(days=1), [{"product_id": "P", "price": 10.0}]),
+        receipt("R-2", 20.0, at(days=2), [{"product_id": "P", "price": 20.0}]),
+    )
+    lines = [squeeze(line) for line in render_card({**card, "receipts_more": True}).splitlines()]
+    assert "Receipts (latest 2)" in lines
+    assert "older receipts: GET /customers/{id}/receipts (paged)" in lines
+    plain = [squeeze(line) for line in render_card(card).splitlines()]
+    assert "Receipts (2)" in plain
+    assert not any(line.startswith("older receipts") for line in plain)
