@@ -32,7 +32,6 @@ from app.domain.profile import (
     HeadCache,
     ProfileState,
     profile_state_from_json,
-    profile_state_to_json,
 )
 from app.domain.resolution import profile_batch_step
 from app.events import accept_record, event_to_json
@@ -121,8 +120,8 @@ class Profile:
     def fold(self, op: AddFact, settings: CardSettings) -> None:
         state = self.heads.get(CUSTOMER, self.raw) if self.raw else None
         outcome = profile_batch_step(state, None, self.store, CUSTOMER, [op], settings, NOW)
-        if outcome.state != state:
-            self.raw = profile_state_to_json(outcome.state)
+        if outcome.encoded is not None:  # as the profile agent writes it
+            self.raw = outcome.encoded
             self.heads.put(CUSTOMER, self.raw, outcome.state)
             self.head_bytes += len(self.raw)
         for out in outcome.outs:

@@ -26,7 +26,7 @@ from app.agents.batching import GroupFold, fold_batches
 from app.agents.factstore import TableFactStore
 from app.agents.stats import WorkerStats
 from app.channels import Channels, Tables
-from app.domain.profile import HeadCache, profile_state_to_json
+from app.domain.profile import HeadCache
 from app.domain.resolution import Failure, Out, ProfileIdentity, profile_batch_step
 from app.live import CardWatch
 from app.ops import CheckCart, Op, encode_op
@@ -75,10 +75,9 @@ def register(
         outcome = profile_batch_step(
             state, identity, store, profile_id, ops, card_settings, settings.now()
         )
-        if outcome.state != state:
-            encoded = profile_state_to_json(outcome.state)
-            tables.profiles[profile_id] = encoded
-            heads.put(profile_id, encoded, outcome.state)
+        if outcome.encoded is not None:
+            tables.profiles[profile_id] = outcome.encoded
+            heads.put(profile_id, outcome.encoded, outcome.state)
         if outcome.identity is not None and outcome.identity != identity:
             tables.profile_identity[profile_id] = outcome.identity.to_json()
         deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None

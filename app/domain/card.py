@@ -65,7 +65,6 @@ from app.domain.profile import (
     profile_state_from_json,
     profile_state_to_json,
     receipt_entry,
-    replay_cart_rows,
     take_facts,
 )
 from app.domain.rfm import rfm_score
@@ -93,7 +92,6 @@ __all__ = [
     "profile_state_from_json",
     "profile_state_to_json",
     "receipts_page",
-    "replay_cart",
     "take_facts",
 ]
 
@@ -191,11 +189,6 @@ class Cart:
     def abandoned(self, idle: timedelta, now: datetime) -> bool:
         """True when the cart is non-empty and unchanged for at least `idle` before `now`."""
         return bool(self.lines) and self.changed_at is not None and now - self.changed_at >= idle
-
-
-def replay_cart(steps: Iterable[Sequence[Any]]) -> Cart:
-    """The cart after replaying the head's cart rows (`replay_cart_rows`)."""
-    return _cart_of_view(replay_cart_rows(steps))
 
 
 def _cart_of_view(view: Mapping[str, Any]) -> Cart:

@@ -1071,17 +1071,17 @@ _KEYED_ORDER: dict[str, Any] = {
 _LISTS = ("activity", "recent", "calls", "cart")
 
 
-def fit_head(state: ProfileState) -> ProfileState:
-    """`state` itself when its encoding is within HEAD_BUDGET; else a head without the least
-    recent half of its largest blocks, again and again until it is.
+def fit_head(state: ProfileState) -> tuple[ProfileState, bytes]:
+    """The head to store and its encoding: `state` itself when the encoding is within
+    HEAD_BUDGET; else a head without the least recent half of its largest blocks, again
+    and again until it is.
 
     Only hostile or extraordinary input gets here (thousands of distinct attributes,
     tags, stores...): the caps keep ordinary heads at a few tens of KiB.
     """
-    if len(profile_state_to_json(state)) <= HEAD_BUDGET:
-        return state
+    encoded = profile_state_to_json(state)
     head = _Head(state)
-    while True:
+    while len(encoded) > HEAD_BUDGET:
         sizes = {name: len(orjson.dumps(head.read(name))) for name in (*_KEYED_ORDER, *_LISTS)}
         largest = max(sizes, key=lambda name: sizes[name])
         block = head.write(largest)
@@ -1092,14 +1092,14 @@ def fit_head(state: ProfileState) -> ProfileState:
                 del block[key]
         else:
             del block[len(block) // 2 :]
-        trimmed = head.result(bump=False)
-        if len(profile_state_to_json(trimmed)) <= HEAD_BUDGET:
-            return trimmed
+        state = head.result(bump=False)
+        encoded = profile_state_to_json(state)
+    return state, encoded
 
 
 # --------------------------------------------------------------------------- serialisation
 
-#: Version of the stored head format; a rebuild migrates older ones.
+#: Version of the stored head format; an older one is refused (rebuild the state).
 _FORMAT_VERSION = 2
 
 

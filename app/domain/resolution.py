@@ -437,7 +437,8 @@ class ProfileOutcome:
 
     `deadline` is when the current cart becomes abandoned (None: no deadline; the
     caller stores or clears it). States are the inputs themselves when unchanged.
-    `failed` holds the (index, error) of the ops of a run that raised.
+    `failed` holds the (index, error) of the ops of a run that raised. `encoded` is
+    the new head's table value (None: the head did not change, write nothing).
     """
 
     state: ProfileState
@@ -445,6 +446,7 @@ class ProfileOutcome:
     outs: list[Out]
     deadline: datetime | None
     failed: list[Failure] = field(default_factory=list)
+    encoded: bytes | None = None  # the head's table value, when the head changed
 
 
 def card_identity(identity: ProfileIdentity | None) -> CardIdentity:
@@ -643,14 +645,16 @@ def profile_batch_step(
 
     batch = fold_ops(step, (current, identity), ops)
     current, identity = batch.state
-    current = fit_head(current)
+    encoded = None
+    if current is not state:  # folds hand back the very head they were given when unchanged
+        current, encoded = fit_head(current)
     outs = batch.outs
     if changed:
         outs.append(
             profile_change(current, identity, profile_id, frozenset(changed), kind, settings, now)
         )
     return ProfileOutcome(
-        current, identity, outs, cart_abandonment_at(current, settings), batch.failed
+        current, identity, outs, cart_abandonment_at(current, settings), batch.failed, encoded
     )
 
 

@@ -22,7 +22,7 @@ from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.domain.card import CardSettings
 from app.domain.facts import MemoryFactStore
 from app.domain.identity import Claim, GuardLimits
-from app.domain.profile import FactTooLarge
+from app.domain.profile import HEAD_BUDGET, FactTooLarge
 from app.domain.resolution import (
     Out,
     fold_ops,
@@ -296,3 +296,21 @@ def test_an_event_too_large_to_store_is_refused_alone_and_the_batch_folds() -> N
     assert not any(b"R-big" in key for key in store.values)
     [record] = cards(outcome.outs)
     assert record.card["tags"] == ["a", "b"] and record.card["receipts"] == []
+
+
+def test_a_head_past_its_budget_is_trimmed_and_its_card_stays_under_the_record_limit() -> None:
+    """Hostile input (thousands of long distinct tags and attributes for one customer):
+    the stored head stays within HEAD_BUDGET, the least recent entries going first."""
+
+    def tag(n: int) -> AddFact:
+        at = (T0 + timedelta(seconds=n)).isoformat()
+        long_tag = f"{n:04d}" + "x" * 450
+        return AddFact(wire(make_event("tag", event_id=f"t{n}", ts=at, tag=long_tag)), None)
+
+    ops = [tag(n) for n in range(3000)]
+    outcome = profile_batch_step(None, None, MemoryFactStore(), "C-1", ops, CARD, T0)
+    assert outcome.encoded is not None and len(outcome.encoded) <= HEAD_BUDGET
+    tags = outcome.state.blocks["tags"]
+    assert 0 < len(tags) < 500 and "2999" + "x" * 450 in tags  # trimmed; the latest stay
+    [record] = cards(outcome.outs)
+    assert len(record.to_json()) <= 512 * 1024
