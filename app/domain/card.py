@@ -10,7 +10,10 @@ Blocks and their rules
 ----------------------
 * `attributes`: per field, the value of the latest identify event by `(ts, event_id)`;
   a field sent as null is cleared.
-* `contacts`: email and phone from the identity links (`app.domain.contacts`).
+* `contacts`: email and phone from the identity links (`app.domain.contacts`): of the
+  profile's linked emails (phones), the one given last, by the `(ts, event_id)` of the
+  latest identify event that carried it; a linked value no identify event of this
+  profile carried (it came with a merge) ranks below those, alphabetically first.
 * `receipts`: the latest `receipts_on_card` receipts (one per receipt id, its latest
   version), newest first by date (the earliest version's time), within a byte budget;
   `receipts_more` says that older ones exist (the API pages them). Cancelled and
@@ -50,6 +53,7 @@ from typing import Any
 from app.domain.contacts import email_contact, phone_contact
 from app.domain.facts import Fact, FactStore, fact_header, facts_from_rows, profile_prefix
 from app.domain.identity import IdentityChange, is_anonymous_profile
+from app.domain.links import link_key
 from app.domain.profile import (
     APP_CHANNELS,
     BLOCKS_BY_TYPE,
@@ -540,12 +544,12 @@ def build_card(
         "links": links,
         "contacts": {
             "email": email_contact(
-                links.get("email", [None])[0],
+                _given_last(blocks, "email", links.get("email", [])),
                 attributes.get("email_consent"),
                 subscriptions.get("email", {}).get("*"),
             ),
             "phone": phone_contact(
-                links.get("phone", [None])[0],
+                _given_last(blocks, "phone", links.get("phone", [])),
                 attributes.get("sms_consent"),
                 subscriptions.get("sms", {}).get("*"),
             ),
@@ -572,6 +576,20 @@ def build_card(
         "version": state.version,
         "updated_at": blocks["updated_at"],
     }
+
+
+def _given_last(blocks: Mapping[str, Any], name: str, values: list[str]) -> str | None:
+    """Of the linked `values` (sorted) of link `name`, the one an identify event gave last."""
+    if not values:
+        return None
+    seen = blocks["links_seen"]
+    never = ["", ""]  # ranks below any time
+
+    def given(index: int) -> tuple[str, str, int]:
+        ts, event_id = seen.get(link_key(name, values[index]), never)
+        return ts, event_id, -index  # ties (never given): alphabetically first
+
+    return values[max(range(len(values)), key=given)]
 
 
 def _receipts_held(blocks: Mapping[str, Any]) -> int:

@@ -60,6 +60,7 @@ from app.domain.facts import (
     scan_facts,
     window_key,
 )
+from app.domain.links import link_key as _link_key
 from app.domain.rfm import RfmThresholds
 from app.events import (
     AnyEvent,
@@ -168,6 +169,7 @@ class CardSettings:
 def _empty_blocks() -> dict[str, Any]:
     return {
         "attrs": {},
+        "links_seen": {},
         "summary": {"held": 0, "count": 0, "total": "0", "items": 0, "first": None, "last": None},
         "stores": {},
         "bought": {},
@@ -863,6 +865,34 @@ def _add_rows(head: _Head, fact: Fact, settings: CardSettings) -> None:
     _touch(head, fact)
 
 
+def _see_links(head: _Head, fact: Fact) -> frozenset[str]:
+    """Note when each link of an identify event was given (latest by `(ts, event id)`).
+
+    The card's contact email and phone are the linked values given last
+    (`app.domain.card`); entries of links that leave are harmless (the card only
+    ranks the links the profile has). Returns the blocks that changed.
+    """
+    event = fact.event
+    assert isinstance(event, Identify)
+    order = [iso(fact.ts), fact.event_id]
+    seen = head.read("links_seen")
+    later = [
+        key
+        for key in (_link_key(name, value) for name, value in event.links.items())
+        if _later(seen.get(key), order)
+    ]
+    if not later:
+        return NO_BLOCKS
+    seen = head.write("links_seen")
+    for key in later:
+        seen[key] = order
+    _cap_map(seen, lambda entry: (entry[0], entry[1]))
+    return _CONTACTS
+
+
+_CONTACTS = frozenset({"contacts"})
+
+
 def _touch(head: _Head, fact: Fact) -> bool:
     """Move `updated_at` to the fact's time if later; True when it moved."""
     ts = iso(fact.ts)
@@ -902,8 +932,10 @@ def _fold_fact(
     head: _Head, store: FactStore, fact: Fact, settings: CardSettings, now: datetime
 ) -> frozenset[str]:
     event = fact.event
-    if isinstance(event, Identify) and not event.attributes:
-        return NO_BLOCKS
+    if isinstance(event, Identify):
+        seen = _see_links(head, fact)
+        if not event.attributes:
+            return seen  # links only: not stored, no feed entry
     pid = head.state.profile_id
     if isinstance(event, Receipt):
         return _fold_receipt(head, store, fact, settings)
@@ -1033,6 +1065,8 @@ def take_facts(
     for fact in taken:
         _unstore_fact(store, pid, fact)
     head = _Head(ProfileState(pid, state.version, state.cart_notified))
+    # when links were given is not a fact of its own: keep it, but for the link that left
+    head.set("links_seen", {k: v for k, v in state.blocks["links_seen"].items() if k != link_key})
     kept = facts_from_rows(staying)
     for fact in kept:
         _note_windowed(head, fact)
@@ -1057,6 +1091,7 @@ HEAD_BUDGET = 256 * 1024
 #: How to rank the entries of each keyed block, least recent (dropped first) lowest.
 _KEYED_ORDER: dict[str, Any] = {
     "attrs": lambda e: (e[0], e[1]),
+    "links_seen": lambda e: (e[0], e[1]),
     "tags": lambda e: (e[0], e[1]),
     "subs": lambda e: (e[0], e[1]),
     "polls": lambda e: (e[0], e[1]),
@@ -1127,6 +1162,8 @@ def profile_state_from_json(raw: bytes) -> ProfileState:
                 f"{_FORMAT_VERSION}: rebuild the state (cardstream rebuild)"
             )
         blocks = data["blocks"]
+        if isinstance(blocks, dict) and "links_seen" not in blocks:
+            blocks["links_seen"] = {}  # a head written before links were timed
         if not isinstance(blocks, dict) or set(blocks) != set(_empty_blocks()):
             raise ValueError("its blocks are not those of a profile head")
         notified = data["cart_notified"]

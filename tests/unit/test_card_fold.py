@@ -30,6 +30,7 @@ import orjson
 import pytest
 
 from app.domain.card import (
+    CardIdentity,
     CardSettings,
     ProfileState,
     absorb_facts,
@@ -206,16 +207,67 @@ def test_a_duplicate_through_another_link_is_still_a_duplicate() -> None:
     assert stored_fact(store, key("C-1", "r", "R-1")).via == CARD
 
 
-def test_identify_without_attributes_changes_nothing() -> None:
+def test_identify_without_attributes_stores_nothing_and_only_times_its_links() -> None:
     store = MemoryFactStore()
     raw = make_identify(attributes={}, ts=at(0).isoformat(), event_id="i1")
     result = fold_event(
         ProfileState("C-1"), store, parse_event(orjson.dumps(raw)), None, SETTINGS, NOW
     )
-    assert result.state == ProfileState("C-1")
-    assert result.state.is_empty
-    assert result.changed_blocks == frozenset()
+    assert result.state.blocks["links_seen"] == {"email:ann@example.com": [iso(0), "i1"]}
+    assert result.state.is_empty  # no feed entry, no activity time
+    assert result.changed_blocks == frozenset({"contacts"})
     assert store.values == {}
+    again = fold_event(result.state, store, parse_event(orjson.dumps(raw)), None, SETTINGS, NOW)
+    assert again.state is result.state
+    assert again.changed_blocks == frozenset()
+
+
+def identify(hours: float, event_id: str, **links: str) -> AnyEvent:
+    raw = make_identify(links=links, ts=at(hours).isoformat(), event_id=event_id)
+    return parse_event(orjson.dumps(raw))
+
+
+CONTACT_EVENTS = (
+    identify(47, "late", email="zz@example.com", phone="+48600100200"),
+    identify(20, "early", email="aa@example.com", phone="+48600100999"),
+)
+CONTACT_LINKS = CardIdentity(
+    links={"email": ["aa@example.com", "zz@example.com"], "phone": ["+48600100200", "+48600100999"]}
+)
+
+
+@pytest.mark.parametrize("events", [CONTACT_EVENTS, CONTACT_EVENTS[::-1]])
+def test_contacts_are_the_email_and_phone_given_last_in_either_order(
+    events: tuple[AnyEvent, ...],
+) -> None:
+    state = fold(ProfileState("C-1"), MemoryFactStore(), *((event, None) for event in events))
+    contacts = build_card(state, SETTINGS, NOW, CONTACT_LINKS)["contacts"]
+    assert contacts["email"]["value"] == "zz@example.com"  # not the alphabetically first
+    assert contacts["phone"]["value"] == "+48600100200"
+
+
+def test_a_contact_given_last_that_left_the_profile_is_not_shown() -> None:
+    state = fold(ProfileState("C-1"), MemoryFactStore(), *((e, None) for e in CONTACT_EVENTS))
+    identity = CardIdentity(links={"email": ["aa@example.com"]})  # zz@ went to someone else
+    assert build_card(state, SETTINGS, NOW, identity)["contacts"]["email"]["value"] == (
+        "aa@example.com"
+    )
+
+
+def test_a_linked_contact_no_identify_here_gave_ranks_below_those_given() -> None:
+    state = fold(ProfileState("C-1"), MemoryFactStore(), (CONTACT_EVENTS[1], None))
+    identity = CardIdentity(links={"email": ["a0@example.com", "aa@example.com"]})
+    assert build_card(state, SETTINGS, NOW, identity)["contacts"]["email"]["value"] == (
+        "aa@example.com"
+    )
+    bare = build_card(ProfileState("C-1"), SETTINGS, NOW, identity)
+    assert bare["contacts"]["email"]["value"] == "a0@example.com"  # none given: first
+
+
+def test_a_head_written_before_links_were_timed_still_reads() -> None:
+    raw = orjson.loads(profile_state_to_json(ProfileState("C-1")))
+    del raw["blocks"]["links_seen"]
+    assert profile_state_from_json(orjson.dumps(raw)) == ProfileState("C-1")
 
 
 def test_views_and_visits_are_keyed_by_time_other_facts_by_event_id() -> None:
