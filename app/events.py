@@ -322,7 +322,10 @@ def parse_event(raw: bytes | str) -> AnyEvent:
     try:
         return EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
-        raise InvalidEvent(describe_validation_error(exc)) from None
+        # pydantic reports JSON it cannot read as a validation error of type json_invalid
+        not_json = all(err["type"] == "json_invalid" for err in exc.errors(include_url=False))
+        kind = "not_json" if not_json else "invalid_event"
+        raise InvalidEvent(describe_validation_error(exc), kind=kind) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidEvent(f"not a JSON event: {exc}", kind="not_json") from None
 

@@ -7,10 +7,12 @@ records go through the broker the session fixture started.
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.producer import ChannelProducer
 from app.runner import WorkerProcess
@@ -34,21 +36,39 @@ GOOD = [
     make_event("cart_add", customer_id="C-1", product_id="P-2", price=19.0),
 ]
 
-#: (input role, raw bytes, a piece of the reason the worker must give)
+#: (input role, raw bytes, a piece of the reason the worker must give, kind of fault)
 BAD = [
-    ("events", b"{not json", "Invalid JSON"),
+    ("events", b"{not json", "Invalid JSON", "not_json"),
     (
         "events",
         b'{"type": "receipt", "event_id": "r-x", "ts": "2026-11-02T10:00:00+00:00",'
         b' "channel": "store", "customer_id": "C-1", "receipt_id": "R-x",'
         b' "total": "lots", "currency": "PLN"}',
         "receipt.total",
+        "invalid_event",
     ),
-    ("events", b'{"type": "teleport", "event_id": "t-1"}', "teleport"),
-    ("identify", as_json(make_identify(links={"phone": "no phone"})), "phone 'no phone'"),
-    ("identify", b"\xff\xfe\x00garbage", "Invalid JSON"),
-    ("events", b"", "Invalid JSON"),
+    ("events", b'{"type": "teleport", "event_id": "t-1"}', "teleport", "invalid_event"),
+    (
+        "identify",
+        as_json(make_identify(links={"phone": "no phone"})),
+        "phone 'no phone'",
+        "invalid_link",
+    ),
+    ("identify", b"\xff\xfe\x00garbage", "Invalid JSON", "not_json"),
+    ("events", b"", "Invalid JSON", "not_json"),
 ]
+
+
+def dead_letter_metrics(worker: WorkerProcess) -> dict[tuple[str, str], float]:
+    """`cardstream_dead_letters_total` as scraped from /metrics: (stage, reason) -> count."""
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.labels["stage"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "cardstream_dead_letters_total"
+    }
 
 
 def wait_for_stats(worker: WorkerProcess, total: int, timeout: float = 30.0) -> dict:
@@ -68,7 +88,7 @@ def test_worker_accepts_good_events_and_dead_letters_bad_ones(
     producer = ChannelProducer(broker.bootstrap, topics)
     for event in GOOD[:2]:
         producer.produce(*producer.prepare(as_json(event)))
-    for role, raw, _ in BAD:  # bad records interleaved with good ones
+    for role, raw, _, _ in BAD:  # bad records interleaved with good ones
         producer.produce(getattr(topics, role).name, b"k", raw)
     for event in GOOD[2:]:
         producer.produce(*producer.prepare(as_json(event)))
@@ -77,7 +97,7 @@ def test_worker_accepts_good_events_and_dead_letters_bad_ones(
     dead = read_topic(broker.bootstrap, topics.dead_letter.name, topics.partitions, len(BAD))
     assert len(dead) == len(BAD)
     by_value = {msg.value(): dict(msg.headers() or []) for msg in dead}
-    for role, raw, says in BAD:
+    for role, raw, says, _ in BAD:
         assert raw in by_value, f"{raw!r} not dead-lettered with its original bytes"
         headers = by_value[raw]
         assert says in headers["cdp.reason"].decode()
@@ -93,6 +113,11 @@ def test_worker_accepts_good_events_and_dead_letters_bad_ones(
         "cart_add": 1,
     }
     assert stats["rejected"] == len(BAD)
+    # the metric names each record's kind of fault: invalid JSON is `not_json`
+    metrics = dead_letter_metrics(worker)
+    for kind in {kind for *_, kind in BAD}:
+        expected = sum(1 for *_, k in BAD if k == kind)
+        assert metrics[("intake", kind)] == expected, (kind, metrics)
     assert worker.alive()
     status, health = worker.get("/health")
     assert status == 200 and health["status"] == "ok" and health["ready"]

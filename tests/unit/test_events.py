@@ -166,3 +166,24 @@ def test_a_huge_integer_attribute_is_kept_as_a_number_the_state_can_store() -> N
     stored = store.get(fact_key("C-1", event.event_id))  # the fact, under its own key
     assert stored is not None
     assert fact_from_json(stored).event == event
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"", b" \n", b"\xff\xfe{", b'{"type": "tag",', b"[" * 10_000, b'{"a":1} x'],
+)
+def test_a_record_that_is_no_json_is_of_kind_not_json(raw: bytes) -> None:
+    """`kind` labels the dead-letter metric: invalid JSON must not count as `invalid_event`."""
+    with pytest.raises(InvalidEvent) as err:
+        parse_event(raw)
+    assert err.value.kind == "not_json"
+    assert "Invalid JSON" in err.value.reason
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[1, 2]", b"null", b'{"type": "teleport", "event_id": "1"}', b'{"event_id": "1"}']
+)
+def test_json_that_is_no_valid_event_is_of_kind_invalid_event(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        parse_event(raw)
+    assert err.value.kind == "invalid_event"
