@@ -44,6 +44,18 @@ STAFF_PREFIX = "/staff"
 
 _SESSION_MESSAGE = b"cardstream staff session v1"
 
+#: The staff page and its sign-in may load and reach nothing but this worker, nor be framed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+#: Headers of every HTML page the worker serves (the card page, the sign-in page, its 401).
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ApiCredentials:
@@ -191,7 +203,9 @@ def refuse(request: web.Request, credentials: ApiCredentials) -> web.Response:
             body = login_page(request.path_qs, failed=False)
         else:
             body = "<!doctype html><title>cardstream</title><p>Sign in with your user name."
-        return web.Response(status=401, text=body, content_type="text/html", headers=headers)
+        return web.Response(
+            status=401, text=body, content_type="text/html", headers={**PAGE_HEADERS, **headers}
+        )
     return web.json_response(
         {
             "error": "unauthorized",

@@ -31,6 +31,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from app.channels import Tables
 from app.live import CardWatch, server_sent_event
 from app.web.auth import (
+    PAGE_HEADERS,
     ApiCredentials,
     login_page,
     request_is_https,
@@ -48,16 +49,6 @@ STATIC_FILES = {
     "card.css": "text/css",
     "card.js": "text/javascript",
     "login.html": "text/html",
-}
-#: The page may load and reach nothing but this worker.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
 }
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",

@@ -288,6 +288,7 @@ def test_requests_without_the_token_are_refused_and_staff_sign_in_with_it(
 
     response = page.goto(worker.url + "/staff/?profile=C-1")
     assert response.status == 401
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     page.fill("#token", "wrong")
     page.click("button[type=submit]")
     page.wait_for_selector(".error:text('not right')")

@@ -142,6 +142,10 @@ def test_middleware_refuses_without_credentials_and_leaves_health_open() -> None
         assert (await refused.json())["error"] == "unauthorized"
         page = await client.get("/staff/", headers={"Accept": "text/html"})
         assert page.status == 401 and 'name="token"' in await page.text()  # the sign-in form
+        # the same protection as /staff/login: no framing, nothing loaded from elsewhere
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
         allowed = await client.get("/customers/C-1", headers={"Authorization": f"Bearer {TOKEN}"})
         assert allowed.status == 200
         assert allowed.headers["Cache-Control"] == "no-store"
