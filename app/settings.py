@@ -169,6 +169,12 @@ class Settings(BaseSettings):
     api_password: SecretStr | None = Field(
         None, description="Basic-auth password of api_user (both or neither)"
     )
+    staff_session_hours: float = Field(
+        12.0,
+        gt=0,
+        description="How long a staff sign-in lasts: the session cookie is refused, and the "
+        "browser drops it, this many hours after it was issued",
+    )
 
     @field_validator("api_token", "api_user", "api_password", mode="before")
     @classmethod

@@ -8,8 +8,10 @@ refuses a request (401) that does not carry one of:
 * `Authorization: Basic base64(user:password)` (browsers send it after their prompt);
 * the staff session cookie, set by the sign-in form or by opening a page once with
   `?token=TOKEN` (the worker then redirects to the same address without the token).
-  The cookie holds an HMAC of the token, never the token itself, so every worker
-  sharing the token accepts it and changing the token signs everyone out.
+  The cookie is `v2.<issued>.<nonce>.<hmac>`: its issue time (Unix seconds), a random
+  nonce and an HMAC of both keyed with the token, never the token itself. Every worker
+  sharing the token accepts it for `CARDSTREAM_STAFF_SESSION_HOURS` (12) after it was
+  issued, the browser drops it then (`Max-Age`), and changing the token signs everyone out.
 
 Secrets are compared in constant time (`hmac.compare_digest`). The checks are plain
 functions of the credentials and the request's headers; `auth_middleware` applies
@@ -24,6 +26,8 @@ import binascii
 import hashlib
 import hmac
 import html
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -42,7 +46,13 @@ OPEN_PREFIXES = ("/staff/static/",)
 #: Where the sign-in form may send the browser back to.
 STAFF_PREFIX = "/staff"
 
-_SESSION_MESSAGE = b"cardstream staff session v1"
+#: The session cookie's format version, and what its HMAC signs besides issue time and nonce.
+_SESSION_VERSION = "v2"
+_SESSION_CONTEXT = b"cardstream staff session v2"
+#: How far ahead of this worker's clock a session's issue time may be (another worker's clock).
+CLOCK_SKEW_SECONDS = 60.0
+#: The default lifetime of a staff session, seconds (`CARDSTREAM_STAFF_SESSION_HOURS`).
+DEFAULT_SESSION_SECONDS = 12 * 3600.0
 
 #: The staff page and its sign-in may load and reach nothing but this worker, nor be framed.
 CONTENT_SECURITY_POLICY = (
@@ -64,6 +74,8 @@ class ApiCredentials:
     token: str | None = None
     user: str | None = None
     password: str | None = None
+    #: How long a staff session cookie is accepted after it was issued.
+    session_seconds: float = DEFAULT_SESSION_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiCredentials:
@@ -71,6 +83,7 @@ class ApiCredentials:
             token=settings.api_token.get_secret_value() if settings.api_token else None,
             user=settings.api_user,
             password=settings.api_password.get_secret_value() if settings.api_password else None,
+            session_seconds=settings.staff_session_hours * 3600,
         )
 
     @property
@@ -82,11 +95,35 @@ class ApiCredentials:
     def basic(self) -> bool:
         return self.user is not None and self.password is not None
 
-    def session_value(self) -> str | None:
-        """The staff cookie's value: an HMAC of the token (None without a token)."""
+    def issue_session(self, now: float) -> str | None:
+        """A new staff cookie value issued at `now` (Unix seconds): `v2.<issued>.<nonce>.<hmac>`
+        with a random nonce, signed with the token; None without a token."""
         if self.token is None:
             return None
-        return hmac.new(self.token.encode(), _SESSION_MESSAGE, hashlib.sha256).hexdigest()
+        issued, nonce = str(int(now)), secrets.token_urlsafe(16)
+        return f"{_SESSION_VERSION}.{issued}.{nonce}.{self._session_mac(self.token, issued, nonce)}"
+
+    @staticmethod
+    def _session_mac(token: str, issued: str, nonce: str) -> str:
+        message = b"|".join((_SESSION_CONTEXT, issued.encode(), nonce.encode()))
+        return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+    def session_valid(self, value: str | None, now: float) -> bool:
+        """True when `value` is a staff cookie this token signed (constant-time check) that
+        was issued less than `session_seconds` before `now`, and not in the future."""
+        if self.token is None or not value:
+            return False
+        parts = value.split(".")
+        if len(parts) != 4 or parts[0] != _SESSION_VERSION:
+            return False
+        _, issued, nonce, mac = parts
+        if not (issued.isascii() and issued.isdigit() and len(issued) <= 12 and nonce):
+            return False
+        expected = self._session_mac(self.token, issued, nonce)
+        if not hmac.compare_digest(mac.encode(), expected.encode()):
+            return False
+        age = now - int(issued)
+        return -CLOCK_SKEW_SECONDS <= age < self.session_seconds
 
     def token_matches(self, candidate: str | None) -> bool:
         """True when `candidate` is the token (constant time)."""
@@ -114,19 +151,12 @@ class ApiCredentials:
             return bool(sep) and same_user and same_password
         return False
 
-    def cookie_matches(self, value: str | None) -> bool:
-        """True when the staff cookie is this token's session value (constant time)."""
-        expected = self.session_value()
-        if expected is None or not value:
-            return False
-        return hmac.compare_digest(value.encode(), expected.encode())
-
-    def allows(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
-        """True when the request may go on: open server, or valid credentials."""
+    def allows(self, headers: Mapping[str, str], cookies: Mapping[str, str], now: float) -> bool:
+        """True when the request may go on at `now`: open server, or valid credentials."""
         if not self.required:
             return True
-        return self.authorization_matches(headers.get("Authorization")) or self.cookie_matches(
-            cookies.get(SESSION_COOKIE)
+        return self.authorization_matches(headers.get("Authorization")) or self.session_valid(
+            cookies.get(SESSION_COOKIE), now
         )
 
     def headers(self) -> dict[str, str]:
@@ -177,11 +207,26 @@ def login_page(next_path: str, failed: bool) -> str:
     )
 
 
-def session_cookie(response: web.StreamResponse, value: str, secure: bool) -> None:
-    """Set the staff cookie: HttpOnly, SameSite=Strict, for this browser session only."""
+def session_cookie(response: web.StreamResponse, value: str, secure: bool, max_age: float) -> None:
+    """Set the staff cookie: HttpOnly, SameSite=Strict, kept `max_age` seconds at most."""
     response.set_cookie(
-        SESSION_COOKIE, value, path="/", httponly=True, samesite="Strict", secure=secure
+        SESSION_COOKIE,
+        value,
+        path="/",
+        max_age=int(max_age),
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
     )
+
+
+def sign_in(
+    response: web.StreamResponse, request: web.Request, credentials: ApiCredentials, now: float
+) -> None:
+    """Give `response` a new staff session cookie issued at `now` (the token is set)."""
+    session = credentials.issue_session(now)
+    assert session is not None, "a session needs a token"
+    session_cookie(response, session, request_is_https(request), credentials.session_seconds)
 
 
 def request_is_https(request: web.Request) -> bool:
@@ -220,24 +265,25 @@ def refuse(request: web.Request, credentials: ApiCredentials) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def auth_middleware(credentials: ApiCredentials) -> Any:
-    """An aiohttp middleware that applies `credentials` to every request (see the module)."""
+def auth_middleware(credentials: ApiCredentials, clock: Callable[[], float] = time.time) -> Any:
+    """An aiohttp middleware that applies `credentials` to every request (see the module);
+    `clock` gives the time sessions are issued and checked at (Unix seconds)."""
 
     @web.middleware
     async def check_credentials(request: web.Request, handler: Handler) -> web.StreamResponse:
+        now = clock()
         if (
             credentials.required
             and not is_open_path(request.path)
-            and not credentials.allows(request.headers, request.cookies)
+            and not credentials.allows(request.headers, request.cookies, now)
         ):
             token = request.query.get("token")
-            session = credentials.session_value()
             page = request.method == "GET" and request.path.startswith(STAFF_PREFIX)
-            if page and credentials.token_matches(token) and session:
+            if page and credentials.token_matches(token):
                 # a page opened with ?token=: keep it in a cookie, drop it from the address
                 target = without_token(request.path, request.query)
                 redirect = web.Response(status=303, headers={"Location": target})
-                session_cookie(redirect, session, request_is_https(request))
+                sign_in(redirect, request, credentials, now)
                 return redirect
             return refuse(request, credentials)
         response = await handler(request)

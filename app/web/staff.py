@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from importlib import resources
 from typing import Any, cast
 from urllib.parse import quote
@@ -34,9 +35,8 @@ from app.web.auth import (
     PAGE_HEADERS,
     ApiCredentials,
     login_page,
-    request_is_https,
     safe_next,
-    session_cookie,
+    sign_in,
 )
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,9 @@ def register(app: faust.App, tables: Tables, watch: CardWatch, credentials: ApiC
             form = await cast(web.Request, request).post()
             token = form.get("token")
             next_path = safe_next(str(form.get("next", "")))
-            session = credentials.session_value()
-            if isinstance(token, str) and credentials.token_matches(token.strip()) and session:
+            if isinstance(token, str) and credentials.token_matches(token.strip()):
                 response = web.Response(status=303, headers={"Location": next_path})
-                session_cookie(response, session, request_is_https(cast(web.Request, request)))
+                sign_in(response, cast(web.Request, request), credentials, time.time())
                 return cast(Response, response)
             return self._page(next_path, failed=True, status=401)
 

@@ -293,9 +293,13 @@ def test_requests_without_the_token_are_refused_and_staff_sign_in_with_it(
     page.click("button[type=submit]")
     page.wait_for_selector(".error:text('not right')")
     page.fill("#token", TOKEN)
+    signed_in = time.time()
     page.click("button[type=submit]")
     page.wait_for_selector("#customer-id:text-is('C-1')")
     assert page.url.endswith("/staff/?profile=C-1")
+    [cookie] = page.context.cookies()
+    assert cookie["value"].startswith("v2.") and TOKEN not in cookie["value"]
+    assert cookie["expires"] == pytest.approx(signed_in + 12 * 3600, abs=60)  # 12 h by default
     page.wait_for_selector("#live.on")  # the live stream is allowed with the cookie too
 
 

@@ -56,30 +56,80 @@ def basic(user: str, password: str) -> str:
     ],
 )
 def test_authorization_header(header: str, allowed: bool) -> None:
-    assert BOTH.allows({"Authorization": header}, {}) is allowed
+    assert BOTH.allows({"Authorization": header}, {}, NOW) is allowed
 
 
 def test_no_credentials_configured_means_open_and_basic_needs_both_settings() -> None:
-    assert ApiCredentials().allows({}, {}) is True
+    assert ApiCredentials().allows({}, {}, NOW) is True
     token_only = ApiCredentials(token=TOKEN)
-    assert token_only.allows({"Authorization": basic("staff", "pa:ss")}, {}) is False
-    assert token_only.allows({}, {}) is False
+    assert token_only.allows({"Authorization": basic("staff", "pa:ss")}, {}, NOW) is False
+    assert token_only.allows({}, {}, NOW) is False
 
 
-def test_the_cookie_is_an_hmac_of_the_token_not_the_token() -> None:
-    session = BOTH.session_value()
-    assert session is not None and TOKEN not in session and len(session) == 64
-    assert BOTH.allows({}, {SESSION_COOKIE: session}) is True
-    assert BOTH.allows({}, {SESSION_COOKIE: TOKEN}) is False
-    other = ApiCredentials(token=TOKEN + "2").session_value()
-    assert BOTH.allows({}, {SESSION_COOKIE: other or ""}) is False  # a new token signs out
+NOW = 1_800_000_000.0  # a Unix time
+HOURS_12 = 12 * 3600
+
+
+def test_a_session_is_signed_with_the_token_and_bound_to_its_issue_time() -> None:
+    session = BOTH.issue_session(NOW)
+    assert session is not None and TOKEN not in session
+    assert session.startswith(f"v2.{int(NOW)}.")
+    assert BOTH.issue_session(NOW) != session  # a fresh nonce each time: no shared value
+    assert BOTH.allows({}, {SESSION_COOKIE: session}, NOW) is True
+    assert BOTH.allows({}, {SESSION_COOKIE: TOKEN}, NOW) is False
+    other = ApiCredentials(token=TOKEN + "2").issue_session(NOW)
+    assert BOTH.allows({}, {SESSION_COOKIE: other or ""}, NOW) is False  # a new token signs out
+    assert ApiCredentials(user="u", password="p").issue_session(NOW) is None  # no token
+
+
+@pytest.mark.parametrize(
+    ("age", "valid"),
+    [
+        (0, True),
+        (HOURS_12 - 1, True),
+        (HOURS_12, False),  # 12 hours by default
+        (30 * 86400, False),
+        (-30, True),  # another worker's clock a little ahead
+        (-3600, False),  # issued in the future
+    ],
+)
+def test_a_session_expires(age: float, valid: bool) -> None:
+    session = BOTH.issue_session(NOW)
+    assert BOTH.session_valid(session, NOW + age) is valid
+
+
+def test_a_session_cannot_be_extended_forged_or_replayed_from_the_old_format() -> None:
+    import hashlib
+    import hmac
+
+    session = BOTH.issue_session(NOW)
+    assert session is not None
+    version, issued, nonce, mac = session.split(".")
+    later = NOW + HOURS_12 + 60
+    assert BOTH.session_valid(f"{version}.{int(later)}.{nonce}.{mac}", later) is False
+    assert BOTH.session_valid(f"{version}.{issued}.other-nonce.{mac}", NOW) is False
+    flipped = mac[:-1] + ("1" if mac.endswith("0") else "0")
+    assert BOTH.session_valid(f"{version}.{issued}.{nonce}.{flipped}", NOW) is False
+    # the old cookie: one HMAC of the token, the same for everyone, valid forever
+    old = hmac.new(TOKEN.encode(), b"cardstream staff session v1", hashlib.sha256).hexdigest()
+    for bad in (old, "", "v2", "v2...", f"v2.{issued}.{nonce}", "v2.x.y.z", f"v2.{'9' * 5000}.n.m"):
+        assert BOTH.session_valid(bad, NOW) is False, bad
+
+
+def test_the_session_lifetime_is_a_setting() -> None:
+    assert ApiCredentials.from_settings(Settings(api_token=TOKEN)).session_seconds == HOURS_12
+    short = ApiCredentials.from_settings(Settings(api_token=TOKEN, staff_session_hours=0.5))
+    session = short.issue_session(NOW)
+    assert short.session_valid(session, NOW + 1799) and not short.session_valid(session, NOW + 1800)
+    with pytest.raises(ValueError, match="staff_session_hours"):
+        Settings(staff_session_hours=0)
 
 
 def test_request_headers_prefer_the_token() -> None:
     assert request_headers(TOKEN, "u", "p") == {"Authorization": f"Bearer {TOKEN}"}
     assert request_headers(None, "u", "p") == {"Authorization": basic("u", "p")}
     assert request_headers(None) == {}
-    assert BOTH.allows(BOTH.headers(), {}) is True
+    assert BOTH.allows(BOTH.headers(), {}, NOW) is True
 
 
 def test_settings_blank_is_unset_and_user_needs_a_password() -> None:
@@ -119,10 +169,13 @@ async def ok(request: web.Request) -> web.Response:
 
 
 def with_client(
-    credentials: ApiCredentials, check: Callable[[TestClient], Awaitable[None]]
+    credentials: ApiCredentials,
+    check: Callable[[TestClient], Awaitable[None]],
+    clock: Callable[[], float] | None = None,
 ) -> None:
     async def run() -> None:
-        app = web.Application(middlewares=[auth_middleware(credentials)])
+        middleware = auth_middleware(credentials, clock) if clock else auth_middleware(credentials)
+        app = web.Application(middlewares=[middleware])
         for path in ("/health", "/customers/C-1", "/staff/", "/staff/static/card.css"):
             app.router.add_get(path, ok)
         async with TestClient(TestServer(app)) as client:
@@ -155,6 +208,8 @@ def test_middleware_refuses_without_credentials_and_leaves_health_open() -> None
 
 
 def test_a_page_opened_with_the_token_gets_the_cookie_and_loses_the_token() -> None:
+    now = [NOW]
+
     async def check(client: TestClient) -> None:
         wrong = await client.get("/staff/?profile=C-1&token=nope", allow_redirects=False)
         assert wrong.status == 401
@@ -162,12 +217,18 @@ def test_a_page_opened_with_the_token_gets_the_cookie_and_loses_the_token() -> N
         assert first.status == 303
         assert first.headers["Location"] == "/staff/?profile=C-1"
         cookie = first.cookies[SESSION_COOKIE]
-        assert cookie.value == BOTH.session_value()
+        assert BOTH.session_valid(cookie.value, NOW) and cookie.value.startswith(f"v2.{int(NOW)}.")
         assert cookie["httponly"] and cookie["samesite"] == "Strict"
-        # the client keeps the cookie: the API answers it from now on
+        assert cookie["max-age"] == str(HOURS_12)  # the browser drops it when it expires
+        # the client keeps the cookie: the API answers it from now on ...
         assert (await client.get("/customers/C-1")).status == 200
+        now[0] = NOW + HOURS_12 - 1
+        assert (await client.get("/customers/C-1")).status == 200
+        # ... for 12 hours (the client would still send it; the worker refuses it)
+        now[0] = NOW + HOURS_12
+        assert (await client.get("/customers/C-1")).status == 401
 
-    with_client(BOTH, check)
+    with_client(BOTH, check, clock=lambda: now[0])
 
 
 def test_an_open_server_answers_everyone() -> None:
