@@ -1,7 +1,9 @@
 """Settings of a cardstream process, read from `CARDSTREAM_*` environment variables.
 
 Environment variables are read only in `Settings()` (never at import time); the
-settings object is frozen and passed down explicitly.
+settings object is frozen and passed down explicitly. A bad value raises
+`InvalidSettings`: one line naming each bad variable and what is wrong with it,
+never the value given (it may be a token or a password).
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.domain.card import CardSettings
@@ -25,10 +27,38 @@ ENV_PREFIX = "CARDSTREAM_"
 STATE_VERSION_PATTERN = r"([A-Za-z0-9][A-Za-z0-9._-]{0,39})?"
 
 
+class InvalidSettings(ValueError):
+    """Settings that cannot be used; the message names them, never their values."""
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line naming each bad setting (`CARDSTREAM_X (x): what is wrong`), without its
+    value: pydantic's own message quotes the input, for a check of two settings all of it."""
+    parts = []
+    for detail in error.errors(include_url=False, include_input=False, include_context=False):
+        message = detail["msg"].removeprefix("Value error, ")
+        loc = detail["loc"]
+        if loc:
+            field = str(loc[0])
+            where = "".join(f"[{part}]" for part in loc[1:])
+            message = f"{ENV_PREFIX}{field.upper()}{where} ({field}): {message}"
+        parts.append(message)
+    return "; ".join(parts)
+
+
 class Settings(BaseSettings):
     """Every knob of a worker, the CLI and the demo. Env var = `CARDSTREAM_` + upper-case name."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", hide_input_in_errors=True
+    )
+
+    def __init__(self, **values: Any) -> None:
+        """Read the environment (`values` override it); raises InvalidSettings."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidSettings(describe_errors(exc)) from None
 
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]")
     app_id: str = Field("cardstream", description="Faust app id: consumer group and state prefix")

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import ValidationError
 
 from app.changes import ProfileChangeRecord
 from app.domain.resolution import Out
@@ -135,10 +134,42 @@ def test_request_headers_prefer_the_token() -> None:
 def test_settings_blank_is_unset_and_user_needs_a_password() -> None:
     settings = Settings(api_token="  ", api_user="", api_password="")
     assert ApiCredentials.from_settings(settings).required is False
-    with pytest.raises(ValidationError, match="both"):
+    with pytest.raises(ValueError, match="both"):
         Settings(api_user="staff")
     secret = Settings(api_token=TOKEN)
     assert TOKEN not in repr(secret)  # never printed by accident
+
+
+PASSWORD = "SuperSecretPw123"
+
+
+def test_a_bad_setting_is_named_in_one_line_without_any_secret() -> None:
+    with pytest.raises(ValueError) as lonely_password:
+        Settings(api_password=PASSWORD, api_token=TOKEN)
+    with pytest.raises(ValueError) as bad_port:
+        Settings(api_password=PASSWORD, api_user="staff", api_token=TOKEN, web_port="many")
+    for caught, named in (
+        (lonely_password, "CARDSTREAM_API_USER"),
+        (bad_port, "CARDSTREAM_WEB_PORT"),
+    ):
+        message = str(caught.value)
+        assert named in message and "\n" not in message, message
+        assert PASSWORD not in message and TOKEN not in message, message
+        assert PASSWORD not in repr(caught.value) and TOKEN not in repr(caught.value)
+    assert "valid integer" in str(bad_port.value)  # what is wrong, without the value
+
+
+def test_the_cli_reports_a_bad_setting_without_the_password() -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    env = {"CARDSTREAM_API_PASSWORD": PASSWORD, "CARDSTREAM_API_USER": None}
+    result = CliRunner().invoke(main, ["topics", "list"], env=env)
+    assert result.exit_code == 1
+    assert PASSWORD not in result.output
+    [line] = result.output.strip().splitlines()
+    assert "CARDSTREAM_API_USER" in line and "CARDSTREAM_API_PASSWORD" in line
 
 
 @pytest.mark.parametrize(
