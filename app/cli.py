@@ -601,7 +601,13 @@ def export_cards(
     """
     from datetime import datetime
 
-    from app.export import StateNotFound, export_lines, latest_event_time, read_state
+    from app.export import (
+        StateNotFound,
+        default_export_time,
+        export_lines,
+        profiles_to_export,
+        read_state,
+    )
     from app.offsets import OffsetsError
 
     if state_version is not None:
@@ -635,10 +641,9 @@ def export_cards(
         if at.tzinfo is None:
             raise click.UsageError(f"--at {at_text!r} needs an offset, e.g. +00:00")
     else:
-        latest = latest_event_time(states.values())
-        if latest is None:
-            raise click.ClickException(f"{named} (app id {app}) holds no cards")
-        at = latest
+        at = default_export_time(states)
+    if not profiles_to_export(states, identities):
+        raise click.ClickException(f"{named} (app id {app}) holds no cards")
     card_settings = settings.card_settings()
     lines = list(export_lines(states, identities, card_settings, at, all_fields=all_fields))
     if output is None:

@@ -10,7 +10,8 @@ Deterministic: one line per profile, sorted by profile id (CustomerIds; anonymou
 profiles, `~name:value`, sort last), keys sorted in each line, cards computed at
 one time `at` (by default the latest event time in the state, not the wall
 clock: "days since", loyalty status, interests and the abandoned cart depend on
-it). So the same state gives a byte-identical file, and two state versions built
+it; when no profile holds a fact, only links, a fixed time: such cards do not
+depend on it). So the same state gives a byte-identical file, and two state versions built
 from the same input give the same file.
 
 Not exported (`NOT_EXPORTED`), because they record how the workers got there, not
@@ -32,7 +33,7 @@ whether one exists at all depends on arrival order too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -111,6 +112,17 @@ def latest_event_time(states: Iterable[ProfileState]) -> datetime | None:
     return datetime.fromisoformat(max(times)) if times else None
 
 
+#: The time of an export whose profiles hold no fact, only links: such a card does not
+#: depend on the time, and a fixed one keeps the file the same from run to run.
+LINKS_ONLY_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def default_export_time(states: Mapping[str, ProfileState]) -> datetime:
+    """When cards are computed unless told: the latest event time in the state, or
+    LINKS_ONLY_TIME when no profile holds a fact (customers known by their links only)."""
+    return latest_event_time(states.values()) or LINKS_ONLY_TIME
+
+
 def export_lines(
     states: Mapping[str, ProfileState],
     identities: Mapping[str, ProfileIdentity],
@@ -156,6 +168,7 @@ __all__ = [
     "StateNotFound",
     "changelog_topic",
     "decode_tables",
+    "default_export_time",
     "export_line",
     "export_lines",
     "exported",

@@ -238,3 +238,51 @@ def test_export_and_rebuild_refuse_what_they_cannot_do(
     assert "0 input events" in empty.stdout
     nothing = cardstream("export", "--state-version", "v5", env=env)
     assert nothing.returncode == 1 and "holds no cards" in nothing.stderr
+
+
+@pytest.mark.parametrize("with_attributes", [False, True], ids=["links-only", "half-attributes"])
+def test_export_has_every_card_of_thousands_sent_in_one_burst(
+    with_attributes: bool,
+    broker: Broker,
+    isolated: Isolated,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Issue 12.3: 200 customers known only by an email made export say "holds no cards".
+    Thousands of cards, written by the worker in large batches: all known by their links
+    only (no fact: the export's time cannot come from the facts), or half with attributes."""
+    count = 3000
+    events = [
+        make_identify(
+            customer_id=f"C-O{n}",
+            links={"email": f"o{n}@example.com"},
+            attributes={"first_name": f"O{n}"} if with_attributes and n % 2 else {},
+            event_id=f"o-{n}",
+        )
+        for n in range(count)
+    ]
+    live = start_worker()
+    producer = ChannelProducer(broker.bootstrap, isolated.topics)
+    for event in events:
+        producer.produce(*producer.prepare(as_json(event)))
+    assert producer.flush() == []
+    eventually(lambda: assert_equal(live.get(f"/customers/C-O{count - 1}")[0], 200), 120)
+    eventually(lambda: assert_equal(live.get("/stats")[1]["accepted_total"], count), 120)
+    live.wait_until_quiet(quiet=2.0, timeout=120)
+    env = {
+        "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+        "CARDSTREAM_APP_ID": live.env["CARDSTREAM_APP_ID"],
+    }
+    env.pop("CARDSTREAM_STATE_VERSION", None)
+    done = cardstream("export", "-o", str(tmp_path / "cards.jsonl"), env=env)
+    assert done.returncode == 0, done.stderr
+    cards = [orjson.loads(line) for line in (tmp_path / "cards.jsonl").read_bytes().splitlines()]
+    assert len(cards) == count
+    by_id = {card["profile_id"]: card for card in cards}
+    assert set(by_id) == {f"C-O{n}" for n in range(count)}
+    for n in (0, 1, 1234, count - 1):
+        card = by_id[f"C-O{n}"]
+        assert card["links"] == {"email": [f"o{n}@example.com"]}
+        assert card["contacts"]["email"]["value"] == f"o{n}@example.com"
+        assert card["attributes"] == ({"first_name": f"O{n}"} if with_attributes and n % 2 else {})

@@ -20,8 +20,10 @@ from app.domain.profile import ProfileState, fold_event
 from app.domain.resolution import ProfileIdentity
 from app.events import parse_event
 from app.export import (
+    LINKS_ONLY_TIME,
     NOT_EXPORTED,
     changelog_topic,
+    default_export_time,
     export_line,
     export_lines,
     exported,
@@ -274,6 +276,31 @@ def test_export_lines_are_sorted_and_as_of_the_given_time() -> None:
     assert "version" not in cards[1] and "identity" not in cards[1]
     full = orjson.loads(next(export_lines(states, {}, CardSettings(), AT, all_fields=True)))
     assert full["version"] == 1
+
+
+def test_customers_known_only_by_links_export_at_a_fixed_time() -> None:
+    """Identify events without attributes hold no fact: the cards are links only, and
+    the export still has them (issue 12.3: it said the state "holds no cards")."""
+    store = MemoryFactStore()
+    states = {
+        f"C-{n}": fold_event(
+            ProfileState(f"C-{n}"),
+            store,
+            parse_event(as_json(make_identify(customer_id=f"C-{n}", links={"email": f"{n}@x.pl"}))),
+            None,
+            CARDS,
+            AT,
+        ).state
+        for n in range(3)
+    }
+    identities = {pid: ProfileIdentity(links=(f"email:{pid[2:]}@x.pl",)) for pid in states}
+    assert latest_event_time(states.values()) is None
+    at = default_export_time(states)
+    assert at == LINKS_ONLY_TIME
+    cards = [orjson.loads(line) for line in export_lines(states, identities, CardSettings(), at)]
+    assert [card["links"]["email"] for card in cards] == [["0@x.pl"], ["1@x.pl"], ["2@x.pl"]]
+    assert [card["contacts"]["email"]["value"] for card in cards] == ["0@x.pl", "1@x.pl", "2@x.pl"]
+    assert default_export_time({**states, "C-9": state_of("C-9", [make_receipt()])}) != at
 
 
 FACTS = [
