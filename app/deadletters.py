@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from confluent_kafka import KafkaException
@@ -65,12 +65,15 @@ class FixesFileError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """One record of the dead-letter topic: the original bytes and why they were rejected."""
+    """One record of the dead-letter topic: the original bytes and why they were rejected.
+
+    `value` is None for the letter of a record without a value (headers only).
+    """
 
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
     reason: str
     source_topic: str | None
     source_partition: int | None
@@ -92,6 +95,8 @@ class DeadLetter:
     @property
     def event_id(self) -> str | None:
         """The `event_id` of the original value when it is a JSON object that has one."""
+        if self.value is None:
+            return None
         try:
             parsed = orjson.loads(self.value)
         except orjson.JSONDecodeError:
@@ -126,7 +131,7 @@ def letter_from_record(
         partition=partition,
         offset=offset,
         key=key,
-        value=value if value is not None else b"",
+        value=value,
         reason=found.get(REASON_HEADER, ""),
         source_topic=found.get(SOURCE_TOPIC_HEADER),
         source_partition=_int_or_none(found.get(SOURCE_PARTITION_HEADER)),
@@ -220,7 +225,10 @@ def printable(raw: bytes, width: int = 80) -> str:
 
 def format_letter(letter: DeadLetter, width: int = 60) -> str:
     """One line for `dead-letter list`: id, origin, rejection time, reason, value preview."""
-    value = printable(letter.value, width) if letter.value else "(empty)"
+    if letter.value is None:
+        value = "(null)"
+    else:
+        value = printable(letter.value, width) if letter.value else "(empty)"
     return (
         f"{letter.id}  {letter.source}  {letter.rejected_at or '?'}  "
         f"{printable((letter.reason or '(no reason)').encode(), 1000)}  value: {value}"
@@ -379,7 +387,7 @@ class ReplayStep:
     letter: DeadLetter
     topic: str | None = None
     key: bytes | None = None
-    value: bytes = b""
+    value: bytes | None = b""
     fixed: bool = False
     problem: str | None = None
 
@@ -487,7 +495,8 @@ def send_replay(
         if not dry_run:
             assert step.topic is not None
             try:
-                producer.produce(step.topic, step.key, step.value)
+                # a null value stays null: confluent-kafka sends None as Kafka's null
+                producer.produce(step.topic, step.key, cast(bytes, step.value))
             except KafkaException as exc:
                 report.problems.append(f"{step.letter.id}: broker refused it: {exc}")
                 continue

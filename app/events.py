@@ -359,6 +359,24 @@ def accept_record(raw: bytes | str, default_region: str) -> AnyEvent:
     return normalize_event(parse_event(raw), default_region)
 
 
+#: The reason a record without a value (null: headers only, or a tombstone) is refused.
+NO_VALUE_REASON = (
+    "event: the record has no value (null: headers only, or a tombstone); "
+    "send the event as JSON in the record's value"
+)
+
+
+def accept_input(value: bytes | None, default_region: str) -> AnyEvent:
+    """The intake's door: one input record's value as a normalised event.
+
+    Raises InvalidEvent saying what is wrong: a null value (`not_json`), then
+    whatever `accept_record` finds.
+    """
+    if value is None:
+        raise InvalidEvent(NO_VALUE_REASON, kind="not_json")
+    return accept_record(value, default_region)
+
+
 def event_key(event: AnyEvent) -> str:
     """The record key: the CustomerId if any, else the (normalised) link `name:value`."""
     if event.customer_id is not None:

@@ -37,29 +37,31 @@ HEAD_BYTES = 64 * 1024
 #: characters become `\\u0000`, invalid UTF-8 becomes U+FFFD) is cut shorter.
 BOUNDED_VALUE_BYTES = 128 * 1024
 
-#: Largest key and header value a bounded dead letter keeps (each cut beyond).
+#: Largest key and header value a bounded dead letter keeps (each cut beyond), and
+#: how many headers it keeps at most (its own come first).
 BOUNDED_KEY_BYTES = 1024
 BOUNDED_HEADER_BYTES = 4096
+BOUNDED_HEADERS = 64
 
 #: Header of a dead letter whose value was cut: the original value's size in bytes.
 TRUNCATED_HEADER = "cdp.truncated"
 #: Header of a dead letter of a record the worker did not send: the topic it was for.
 TARGET_TOPIC_HEADER = "cdp.target-topic"
 
-Headers = Sequence[tuple[str, bytes]]
+#: Record headers: a header's value may be null (Kafka allows it).
+Header = tuple[str, bytes | None]
+Headers = Sequence[Header]
 
 
-def record_bytes(
-    key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]] = ()
-) -> int:
+def record_bytes(key: bytes | None, value: bytes | None, headers: Iterable[Header] = ()) -> int:
     """The size of a record as the limit counts it: key, value, header names and values."""
     size = len(key or b"") + len(value or b"")
     for name, raw in headers:
-        size += len(name.encode()) + len(raw)
+        size += len(name.encode()) + len(raw or b"")
     return size
 
 
-def fits(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]] = ()) -> bool:
+def fits(key: bytes | None, value: bytes | None, headers: Iterable[Header] = ()) -> bool:
     """True when the record is within `MAX_RECORD_BYTES`."""
     return record_bytes(key, value, headers) <= MAX_RECORD_BYTES
 
@@ -147,25 +149,30 @@ def truncated_value(value: bytes, head_bytes: int = HEAD_BYTES) -> bytes:
         head_bytes //= 2
 
 
-def _cut(raw: bytes, most: int) -> bytes:
-    return raw if len(raw) <= most else raw[:most]
+def _cut(raw: bytes | None, most: int) -> bytes | None:
+    return raw if raw is None or len(raw) <= most else raw[:most]
 
 
 def bound_dead_letter(
-    key: bytes | None, value: bytes, headers: Headers
-) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    key: bytes | None, value: bytes | None, headers: Headers
+) -> tuple[bytes | None, bytes | None, list[Header]]:
     """A dead letter within `MAX_RECORD_BYTES`: unchanged if it fits, else bounded.
 
     The value becomes `truncated_value(value)` with a `cdp.truncated` header (the
-    original size); should that still not fit (a huge key or reason), the key and
-    every header value are cut too.
+    original size); a null value stays null. Should that still not fit (a huge key,
+    reason or many headers), the key and every header value are cut too, and only the
+    first `BOUNDED_HEADERS` headers are kept (`cdp.truncated` always).
     """
     if fits(key, value, headers):
         return key, value, list(headers)
-    bounded = truncated_value(value)
-    marked = [*headers, (TRUNCATED_HEADER, str(len(value)).encode())]
-    if fits(key, bounded, marked):
-        return key, bounded, marked
+    marker: list[Header] = []
+    bounded = value
+    if value is not None:
+        bounded = truncated_value(value)
+        marker = [(TRUNCATED_HEADER, str(len(value)).encode())]
+        if fits(key, bounded, [*headers, *marker]):
+            return key, bounded, [*headers, *marker]
     cut_key = None if key is None else _cut(key, BOUNDED_KEY_BYTES)
-    cut_headers = [(name[:256], _cut(raw, BOUNDED_HEADER_BYTES)) for name, raw in marked][:64]
-    return cut_key, bounded, cut_headers
+    kept = headers[: BOUNDED_HEADERS - len(marker)]
+    cut_headers = [(name[:256], _cut(raw, BOUNDED_HEADER_BYTES)) for name, raw in kept]
+    return cut_key, bounded, [*cut_headers, *marker]

@@ -20,7 +20,7 @@ from app.agents.outbox import Origin, dead_letter_failure, log_rejection, send_d
 from app.agents.stats import WorkerStats
 from app.channels import Channels
 from app.domain.resolution import Out, route_accepted
-from app.events import InvalidEvent, accept_record, event_to_json
+from app.events import InvalidEvent, accept_input, event_to_json
 from app.ops import Op
 from app.settings import Settings
 
@@ -98,9 +98,7 @@ def register(
             here: dict[str, tuple[list[Op], list[EventT]]] = {}
             for record in batch:
                 try:
-                    event = accept_record(
-                        record.message.value or b"", settings.default_phone_region
-                    )
+                    event = accept_input(record.message.value, settings.default_phone_region)
                     outs = route_accepted(
                         event, event_to_json(event).decode(), settings.blocked_values
                     )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from faust.types import EventT
 
@@ -30,6 +31,7 @@ from app.events import InvalidEvent
 from app.limits import (
     TARGET_TOPIC_HEADER,
     TRUNCATED_HEADER,
+    Header,
     bound_dead_letter,
     fits,
     record_bytes,
@@ -72,6 +74,13 @@ _DEAD_LETTER_OWN = frozenset(
 def _own_renamed(name: str) -> str:
     """A header of an outgoing message, renamed if a dead letter sets one of that name."""
     return f"cdp.original-{name.removeprefix('cdp.')}" if name in _DEAD_LETTER_OWN else name
+
+
+def kept_headers(headers: Iterable[Header] | Mapping[str, bytes | None] | None) -> list[Header]:
+    """A record's own headers for its dead letter: in order, each renamed `cdp.original-*`
+    where the dead letter sets a header of that name (the record's `cdp.reason`, say)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    return [(_own_renamed(name), raw) for name, raw in pairs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +185,7 @@ async def dead_letter_too_large(
     if "dead_letter" in channels.muted:
         return
     now = datetime.now(UTC).isoformat().encode()
+    letter: list[Header]
     if role == "dead_letter":
         letter = [(name, raw) for name, raw in headers if name != TRUNCATED_HEADER]
     else:
@@ -185,13 +195,23 @@ async def dead_letter_too_large(
             (TARGET_TOPIC_HEADER, topic.encode()),
             *(origin.headers() if origin is not None else []),
             (REJECTED_AT_HEADER, now),
-            *((_own_renamed(name), raw) for name, raw in headers),
+            *kept_headers(headers),
         ]
     letter.append((TRUNCATED_HEADER, str(len(value)).encode()))
     bounded_key, bounded_value, bounded_headers = bound_dead_letter(
         key, truncated_value(value), letter
     )
-    await channels.dead_letter.send(key=bounded_key, value=bounded_value, headers=bounded_headers)
+    await _send_letter(channels, bounded_key, bounded_value, bounded_headers)
+
+
+async def _send_letter(
+    channels: Channels, key: bytes | None, value: bytes | None, headers: list[Header]
+) -> None:
+    """Send one (bounded) dead letter; a null value or header value goes as null."""
+    # Faust's hint says bytes; aiokafka writes a null header value as Kafka's null
+    await channels.dead_letter.send(
+        key=key, value=value, headers=cast("list[tuple[str, bytes]]", headers)
+    )
 
 
 def dead_letter_headers(
@@ -214,23 +234,27 @@ async def send_dead_letter(
     value: bytes | None = None,
     counters: Counter[str] | None = None,
 ) -> None:
-    """Send `record` unchanged (key, value) to the dead-letter topic with `reason`.
+    """Send `record` unchanged (key, value, headers) to the dead-letter topic with `reason`.
 
-    `value` replaces the record's value: the one op of a several-op message that
-    failed. Nothing is sent while dead letters are muted (a rebuild: the live state
-    version dead-lettered the same input records already). A letter over the record
-    limit goes in a bounded form (`app.limits.bound_dead_letter`: the value truncated,
-    its size in `cdp.truncated`; reason and origin kept; counted as
-    `too_large.dead_letter` in `counters`).
+    The letter's headers are the reason and origin (`dead_letter_headers`), then the
+    record's own (`kept_headers`); a null value stays null. `value` replaces the
+    record's value: the one op of a several-op message that failed. Nothing is sent
+    while dead letters are muted (a rebuild: the live state version dead-lettered
+    the same input records already). A letter over the record limit goes in a
+    bounded form (`app.limits.bound_dead_letter`: the value truncated, its size in
+    `cdp.truncated`; reason and origin kept; counted as `too_large.dead_letter` in
+    `counters`).
     """
     if "dead_letter" in channels.muted:
         return
     msg = record.message
-    if value is None:
-        value = msg.value if msg.value is not None else b""
-    headers = dead_letter_headers(msg.topic, msg.partition, msg.offset, reason, datetime.now(UTC))
-    if not fits(msg.key, value, headers):
-        size = record_bytes(msg.key, value, headers)
+    letter_value = msg.value if value is None else value
+    headers = [
+        *dead_letter_headers(msg.topic, msg.partition, msg.offset, reason, datetime.now(UTC)),
+        *kept_headers(msg.headers),
+    ]
+    if not fits(msg.key, letter_value, headers):
+        size = record_bytes(msg.key, letter_value, headers)
         if counters is not None:
             counters["too_large.dead_letter"] += 1
         log.warning(
@@ -246,8 +270,7 @@ async def send_dead_letter(
                 "record_bytes": size,
             },
         )
-    key, value, headers = bound_dead_letter(msg.key, value, headers)
-    await channels.dead_letter.send(key=key, value=value, headers=headers)
+    await _send_letter(channels, *bound_dead_letter(msg.key, letter_value, headers))
 
 
 async def dead_letter_failure(

@@ -1,10 +1,11 @@
 """Bad input at the door: the whole malformed corpus against one real worker.
 
 Every record of `tests.fixtures.malformed.MALFORMED` goes straight to its input
-topic as raw bytes, with a valid event (identify, receipt or tag of a customer
-of its own) before and after it. The worker must dead-letter each bad record
-exactly once, unchanged (same key, same bytes) with its reason and origin in
-headers, keep running, and take in every valid event around them.
+topic as raw bytes (with its own headers), with a valid event (identify, receipt
+or tag of a customer of its own) before and after it. The worker must
+dead-letter each bad record exactly once, unchanged (same key, same bytes or
+null, its own headers) with its reason and origin in headers, keep running, and
+take in every valid event around them.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
 from app.limits import TRUNCATED_HEADER
-from app.producer import ChannelProducer
+from app.producer import ChannelProducer, producer_config
 from app.runner import WorkerProcess
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
-from tests.fixtures.malformed import MALFORMED
+from tests.fixtures.malformed import MALFORMED, MalformedCase
 from tests.integration.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration
@@ -52,6 +54,15 @@ def wait_for(
         time.sleep(0.2)
 
 
+def own_of(case: MalformedCase) -> list[tuple[str, bytes]]:
+    """The headers a dead letter of `case` keeps of its own, in order: a `cdp.*` name
+    (one the letter sets itself, in this corpus) renamed `cdp.original-*`."""
+    return [
+        (f"cdp.original-{name.removeprefix('cdp.')}" if name.startswith("cdp.") else name, raw)
+        for name, raw in case.headers
+    ]
+
+
 def missing_cards(worker: WorkerProcess, customers: list[str], timeout: float = 30.0) -> list[str]:
     """Customers whose card is still not found after `timeout` (empty when all are there)."""
     deadline = time.monotonic() + timeout
@@ -68,7 +79,8 @@ def test_every_malformed_record_is_dead_lettered_and_valid_ones_around_it_are_ta
 ) -> None:
     worker = start_worker()
     topics = isolated.topics
-    producer = ChannelProducer(broker.bootstrap, topics)
+    channel = ChannelProducer(broker.bootstrap, topics)  # validates and keys the valid ones
+    producer = Producer(producer_config(broker.bootstrap))  # sends headers and null values
 
     customers: list[str] = []
     expected_accepted: dict[str, int] = {}
@@ -77,13 +89,16 @@ def test_every_malformed_record_is_dead_lettered_and_valid_ones_around_it_are_ta
         customer, event = valid_event(len(customers))
         customers.append(customer)
         expected_accepted[event["type"]] = expected_accepted.get(event["type"], 0) + 1
-        producer.produce(*producer.prepare(as_json(event)))
+        topic, key, value = channel.prepare(as_json(event))
+        producer.produce(topic, value=value, key=key)
 
     send_valid()
     for case in MALFORMED:  # valid, bad, valid, bad, ..., valid
-        producer.produce(getattr(topics, case.role).name, case.key, case.value)
+        topic = getattr(topics, case.role).name
+        producer.produce(topic, value=case.value, key=case.key, headers=list(case.headers))
         send_valid()
-    assert producer.flush() == []
+    assert producer.flush(30) == 0
+    channel.close()
 
     stats = wait_for(
         worker,
@@ -113,7 +128,11 @@ def test_every_malformed_record_is_dead_lettered_and_valid_ones_around_it_are_ta
             problems.append(f"{case.name}: {len(letters)} dead letters")
             continue
         [msg] = letters
-        headers = {name: value.decode() for name, value in msg.headers() or []}
+        headers = {name: (value or b"").decode() for name, value in msg.headers() or []}
+        # the record's own headers follow, renamed where a letter's header has their name
+        own = [(name, raw) for name, raw in msg.headers() or [] if (name, raw) in own_of(case)]
+        if own != own_of(case):
+            problems.append(f"{case.name}: own headers {own}, sent {list(case.headers)}")
         if msg.key() != case.key:
             problems.append(f"{case.name}: key {msg.key()!r}, sent {case.key!r}")
         if case.reason not in headers.get("cdp.reason", ""):

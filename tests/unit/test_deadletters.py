@@ -35,7 +35,7 @@ IDENTIFY = TOPICS.identify.name
 def letter(
     partition: int = 0,
     offset: int = 0,
-    value: bytes = b"{not json",
+    value: bytes | None = b"{not json",
     reason: str = "event: Invalid JSON",
     source_topic: str | None = EVENTS,
     key: bytes | None = b"k",
@@ -92,7 +92,7 @@ def test_letter_from_record_reads_the_intake_headers() -> None:
 
 
 def test_letter_from_record_survives_missing_and_broken_headers() -> None:
-    got = letter_from_record(0, 1, None, None, [("cdp.source-offset", b"x"), ("other", None)])
+    got = letter_from_record(0, 1, None, b"", [("cdp.source-offset", b"x"), ("other", None)])
     assert (got.key, got.value, got.reason) == (None, b"", "")
     assert (got.source_topic, got.source_partition, got.source_offset) == (None, None, None)
     assert got.rejected_at is None
@@ -108,10 +108,22 @@ def test_letter_from_record_survives_missing_and_broken_headers() -> None:
         (b"{not json", None),
         (b"\xff\xfe", None),
         (b"", None),
+        (None, None),
     ],
 )
-def test_event_id_of_the_original_value(value: bytes, event_id: str | None) -> None:
+def test_event_id_of_the_original_value(value: bytes | None, event_id: str | None) -> None:
     assert letter(value=value).event_id == event_id
+
+
+def test_a_null_letter_stays_null_when_read_listed_and_replayed() -> None:
+    """The dead letter of a headers-only record has a null value: not the same as empty."""
+    headers = [("cdp.reason", b"event: no value"), ("cdp.source-topic", EVENTS.encode())]
+    got = letter_from_record(0, 1, b"k", None, headers)
+    assert got.value is None
+    assert format_letter(got).endswith("value: (null)")
+    assert orjson.loads(letter_json(got))["value"] is None
+    [step] = plan_replay([got], TOPICS)
+    assert step.value is None and step.sendable
 
 
 # -- filters ------------------------------------------------------------------

@@ -12,6 +12,7 @@ from app.events import (
     Identify,
     InvalidEvent,
     Receipt,
+    accept_input,
     accept_record,
     event_key,
     event_to_json,
@@ -187,3 +188,13 @@ def test_json_that_is_no_valid_event_is_of_kind_invalid_event(raw: bytes) -> Non
     with pytest.raises(InvalidEvent) as err:
         parse_event(raw)
     assert err.value.kind == "invalid_event"
+
+
+def test_a_null_value_is_refused_at_the_door_as_no_json_with_its_own_reason() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        accept_input(None, "PL")
+    assert err.value.kind == "not_json"
+    assert "no value" in err.value.reason and "null" in err.value.reason
+    with pytest.raises(InvalidEvent, match="Invalid JSON"):  # an empty value is not null
+        accept_input(b"", "PL")
+    assert accept_input(as_json(make_event("tag", customer_id="C-1", tag="a")), "PL").type == "tag"

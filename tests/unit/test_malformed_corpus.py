@@ -1,7 +1,7 @@
 """The malformed-input corpus stays honest: every case is rejected, with the reason it promises.
 
 Runs each record of `tests.fixtures.malformed.MALFORMED` through what the
-intake agent runs (`accept_record`, then `route_accepted` for events that
+intake agent runs (`accept_input`, then `route_accepted` for events that
 validate but carry no usable identifier), without a broker.
 """
 
@@ -12,17 +12,17 @@ import pytest
 
 from app.domain.links import DEFAULT_BLOCKED_VALUES
 from app.domain.resolution import route_accepted
-from app.events import InvalidEvent, accept_record, event_to_json
+from app.events import InvalidEvent, accept_input, event_to_json
 from tests.fixtures.malformed import MALFORMED, MalformedCase
 
 #: Cases whose JSON pydantic reads (NaN, Infinity, a 400-digit number) but orjson does not.
 NOT_STRICT_JSON = frozenset({"nan_literal", "infinity_literal", "number_too_big_for_a_float"})
 
 
-def rejection_reason(value: bytes) -> str | None:
-    """The reason the intake agent gives for `value`, or None when it would accept it."""
+def rejection_reason(case: MalformedCase) -> str | None:
+    """The reason the intake agent gives for `case`, or None when it would accept it."""
     try:
-        event = accept_record(value, "PL")
+        event = accept_input(case.value, "PL")
         route_accepted(event, event_to_json(event).decode(), DEFAULT_BLOCKED_VALUES)
     except InvalidEvent as exc:
         return exc.reason
@@ -31,7 +31,7 @@ def rejection_reason(value: bytes) -> str | None:
 
 @pytest.mark.parametrize("case", MALFORMED, ids=[case.name for case in MALFORMED])
 def test_every_case_is_rejected_with_its_reason(case: MalformedCase) -> None:
-    reason = rejection_reason(case.value)
+    reason = rejection_reason(case)
     assert reason is not None, f"{case.name} was accepted"
     assert case.reason in reason, f"{case.name}: {reason!r}"
 
@@ -64,6 +64,7 @@ def test_cases_that_must_fail_after_parsing_do_parse() -> None:
     ]
     assert len(field_cases) > 30
     for case in field_cases:
+        assert case.value is not None, case.name
         if case.name in NOT_STRICT_JSON:
             continue  # not strict JSON, but pydantic's parser reads them as numbers
         assert isinstance(orjson.loads(case.value), dict), case.name

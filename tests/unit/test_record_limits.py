@@ -58,16 +58,19 @@ class FakeTopic:
 
     def __init__(self, name: str) -> None:
         self.topics = [name]
-        self.sent: list[tuple[bytes | None, bytes, dict[str, bytes]]] = []
+        self.sent: list[tuple[bytes | None, Any, dict[str, Any]]] = []
+        self.sent_headers: list[list[tuple[str, bytes | None]]] = []  # as sent, in order
 
     async def send(
         self,
         key: bytes | None = None,
         value: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
-        assert value is not None
+        if self.topics != ["t.dead_letter"]:  # only a dead letter may be null (a null record's)
+            assert value is not None
         self.sent.append((key, value, dict(headers or [])))
+        self.sent_headers.append(list(headers or []))
 
 
 ROLES = (
@@ -87,13 +90,18 @@ def fake_channels(muted: frozenset[str] = frozenset()) -> Channels:
     return Channels(**topics, muted=muted)
 
 
-def sent(channels: Channels, role: str) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
+def sent(channels: Channels, role: str) -> list[tuple[bytes | None, Any, dict[str, Any]]]:
     return cast(FakeTopic, channels.by_role(role)).sent
 
 
-def record(value: bytes, key: bytes | None = b"C-1", offset: int = 7) -> EventT:
+def record(
+    value: bytes | None,
+    key: bytes | None = b"C-1",
+    offset: int = 7,
+    headers: list[tuple[str, bytes | None]] | None = None,
+) -> EventT:
     message = SimpleNamespace(
-        topic="t.cdp.events", partition=2, offset=offset, key=key, value=value
+        topic="t.cdp.events", partition=2, offset=offset, key=key, value=value, headers=headers
     )
     return cast(EventT, SimpleNamespace(message=message))
 
@@ -381,3 +389,51 @@ def test_a_failure_on_a_huge_record_is_dead_lettered_bounded() -> None:
     assert record_bytes(key, value, headers.items()) <= MAX_RECORD_BYTES
     assert headers["cdp.reason"].startswith(b"internal error in profile")
     assert counters["profile.failed"] == 1 and counters["too_large.dead_letter"] == 1
+
+
+def test_a_dead_letter_of_a_null_record_stays_null_and_keeps_its_headers() -> None:
+    """A headers-only record (null value) was dead-lettered with value b"" and no headers."""
+    channels = fake_channels()
+    own = [("trace-id", b"t-1"), ("cdp.reason", b"the channel's own"), ("empty", None)]
+    run(send_dead_letter(channels, record(None, headers=own), "event: no value"))
+    [(key, value, headers)] = sent(channels, "dead_letter")
+    assert key == b"C-1" and value is None
+    assert headers["cdp.reason"] == b"event: no value"
+    assert headers["cdp.source-topic"] == b"t.cdp.events" and headers["cdp.source-offset"] == b"7"
+    [as_sent] = cast(FakeTopic, channels.dead_letter).sent_headers
+    # the record's own headers follow the letter's, in order; a clashing name is renamed
+    assert as_sent[-3:] == [
+        ("trace-id", b"t-1"),
+        ("cdp.original-reason", b"the channel's own"),
+        ("empty", None),
+    ]
+    assert TRUNCATED_HEADER not in headers
+
+
+def test_a_dead_letter_keeps_the_headers_of_a_record_with_a_value() -> None:
+    channels = fake_channels()
+    run(send_dead_letter(channels, record(b"{bad", headers=[("trace-id", b"t-2")]), "bad"))
+    [(_, value, headers)] = sent(channels, "dead_letter")
+    assert value == b"{bad" and headers["trace-id"] == b"t-2"
+
+
+def test_bound_dead_letter_keeps_a_null_value_null_and_cuts_headers() -> None:
+    headers = [("cdp.reason", b"r"), *((f"h{n}", b"x" * 20_000) for n in range(40))]
+    key, value, bounded = bound_dead_letter(b"k", None, headers)
+    assert value is None and key == b"k"
+    assert record_bytes(key, value, bounded) <= MAX_RECORD_BYTES
+    assert bounded[0] == ("cdp.reason", b"r")
+    assert TRUNCATED_HEADER not in dict(bounded)
+
+
+def test_a_truncated_dead_letter_with_many_headers_keeps_its_truncated_marker() -> None:
+    headers = [("cdp.reason", b"r"), *((f"h{n}", b"x" * 10_000) for n in range(100))]
+    value = b"v" * (MAX_RECORD_BYTES + 1)
+    key, bounded_value, bounded = bound_dead_letter(b"k", value, headers)
+    assert record_bytes(key, bounded_value, bounded) <= MAX_RECORD_BYTES
+    assert dict(bounded)[TRUNCATED_HEADER] == str(len(value)).encode()
+    assert bounded[0] == ("cdp.reason", b"r")
+
+
+def test_record_bytes_counts_a_null_header_value_as_empty() -> None:
+    assert record_bytes(b"k", None, [("h", None), ("i", b"12")]) == 1 + 1 + 1 + 2
