@@ -55,6 +55,12 @@ def main() -> None:
     configure_cli_logging(settings.log_format, settings.log_level)
 
 
+def stop_on_ctrl_c() -> None:
+    """Make Ctrl-C (SIGINT) stop this command, even when started by a parent that ignores
+    SIGINT (a background job of a non-interactive shell): Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @main.command()
 @click.option("--port", "-p", default=9092, show_default=True, help="Port to listen on")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
@@ -69,6 +75,7 @@ def broker(port: int, host: str) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"embedded broker ready: bootstrap {embedded.bootstrap} (in memory; Ctrl-C stops)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop_on_ctrl_c()
     try:
         code = embedded.wait()
         raise click.ClickException(f"embedded broker exited with code {code}")
@@ -668,4 +675,5 @@ def demo(customers: int, seed: int, keep: bool) -> None:
     """Start a broker and a worker, publish a multi-channel scenario, show the result."""
     from app.demo import run_demo
 
+    stop_on_ctrl_c()
     sys.exit(run_demo(customers=customers, seed=seed, keep=keep))

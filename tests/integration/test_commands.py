@@ -17,13 +17,20 @@ from app.topics import load_topics
 pytestmark = pytest.mark.integration
 
 
-def test_broker_command_serves_and_stops_on_ctrl_c() -> None:
+def ignore_sigint() -> None:
+    """As a background job of a non-interactive shell starts a command: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("parent_ignores_sigint", [False, True], ids=["foreground", "background"])
+def test_broker_command_serves_and_stops_on_ctrl_c(parent_ignores_sigint: bool) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "broker", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ignore_sigint if parent_ignores_sigint else None,
     )
     try:
         assert proc.stdout is not None
