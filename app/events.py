@@ -10,6 +10,7 @@ error names the field, so a producer learns exactly what to fix.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from app.domain.links import InvalidLink, link_key, normalize_link
+from app.limits import MAX_RECORD_BYTES, Header, input_too_large_reason, record_bytes
 
 #: No control characters (a NUL or an escape in an id is an integration bug, not an id).
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -287,15 +289,15 @@ EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 
 
 #: Every `InvalidEvent.kind`: the intake's classes of fault.
-INVALID_EVENT_KINDS = ("not_json", "invalid_event", "invalid_link", "no_identifier")
+INVALID_EVENT_KINDS = ("not_json", "invalid_event", "invalid_link", "no_identifier", "too_large")
 
 
 class InvalidEvent(ValueError):
     """A record that is not a valid event; `reason` says what is wrong and where.
 
     `kind` names the class of fault in a few fixed words (`not_json`, `invalid_event`,
-    `invalid_link`, `no_identifier`): metrics and logs use it, as the reason may
-    quote the record's personal data.
+    `invalid_link`, `no_identifier`, `too_large`): metrics and logs use it, as the
+    reason may quote the record's personal data.
     """
 
     def __init__(self, reason: str, kind: str = "invalid_event") -> None:
@@ -366,12 +368,21 @@ NO_VALUE_REASON = (
 )
 
 
-def accept_input(value: bytes | None, default_region: str) -> AnyEvent:
-    """The intake's door: one input record's value as a normalised event.
+def accept_input(
+    value: bytes | None,
+    default_region: str,
+    key: bytes | None = None,
+    headers: Iterable[Header] | None = None,
+) -> AnyEvent:
+    """The intake's door: one input record (value, key, headers) as a normalised event.
 
-    Raises InvalidEvent saying what is wrong: a null value (`not_json`), then
+    Raises InvalidEvent saying what is wrong: a record over `MAX_RECORD_BYTES`
+    (`too_large`, refused before it is parsed), a null value (`not_json`), then
     whatever `accept_record` finds.
     """
+    size = record_bytes(key, value, headers or ())
+    if size > MAX_RECORD_BYTES:
+        raise InvalidEvent(input_too_large_reason(size), kind="too_large")
     if value is None:
         raise InvalidEvent(NO_VALUE_REASON, kind="not_json")
     return accept_record(value, default_region)

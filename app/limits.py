@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -53,6 +53,11 @@ Header = tuple[str, bytes | None]
 Headers = Sequence[Header]
 
 
+def header_pairs(headers: Iterable[Header] | Mapping[str, bytes | None] | None) -> list[Header]:
+    """A record's headers as (name, value) pairs, in order (Faust may give a mapping)."""
+    return list(headers.items() if isinstance(headers, Mapping) else headers or ())
+
+
 def record_bytes(key: bytes | None, value: bytes | None, headers: Iterable[Header] = ()) -> int:
     """The size of a record as the limit counts it: key, value, header names and values."""
     size = len(key or b"") + len(value or b"")
@@ -69,6 +74,14 @@ def fits(key: bytes | None, value: bytes | None, headers: Iterable[Header] = ())
 def too_large_reason(size: int, topic: str) -> str:
     """The dead-letter reason of a record that was not sent for its size."""
     return f"record too large: {size} bytes > {MAX_RECORD_BYTES} limit on {topic}"
+
+
+def input_too_large_reason(size: int) -> str:
+    """The dead-letter reason of an input record refused unread for its size."""
+    return (
+        f"record too large: {size} bytes (key, value and headers) > {MAX_RECORD_BYTES} limit "
+        f"of an input record; not read: send each event in a record under {MAX_RECORD_BYTES} bytes"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from app.agents.stats import WorkerStats
 from app.channels import Channels
 from app.domain.resolution import Out, route_accepted
 from app.events import InvalidEvent, accept_input, event_to_json
+from app.limits import header_pairs
 from app.ops import Op
 from app.settings import Settings
 
@@ -98,7 +99,9 @@ def register(
             here: dict[str, tuple[list[Op], list[EventT]]] = {}
             for record in batch:
                 try:
-                    event = accept_input(record.message.value, settings.default_phone_region)
+                    msg = record.message
+                    headers = header_pairs(msg.headers)
+                    event = accept_input(msg.value, settings.default_phone_region, msg.key, headers)
                     outs = route_accepted(
                         event, event_to_json(event).decode(), settings.blocked_values
                     )

@@ -34,6 +34,7 @@ from app.limits import (
     Header,
     bound_dead_letter,
     fits,
+    header_pairs,
     record_bytes,
     too_large_reason,
     truncated_value,
@@ -79,8 +80,7 @@ def _own_renamed(name: str) -> str:
 def kept_headers(headers: Iterable[Header] | Mapping[str, bytes | None] | None) -> list[Header]:
     """A record's own headers for its dead letter: in order, each renamed `cdp.original-*`
     where the dead letter sets a header of that name (the record's `cdp.reason`, say)."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
-    return [(_own_renamed(name), raw) for name, raw in pairs]
+    return [(_own_renamed(name), raw) for name, raw in header_pairs(headers)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,19 +2,24 @@
 
 A burst straight onto the input topic: 1,500 page views of one customer, each
 with a long title and url (about 6 MB together, so the intake takes hundreds of
-them in one batch, all for one profile), and one valid receipt of about 650 KB,
-whose op to its profile is too large alone. The worker must send the page views'
-ops to their profile in several messages each under the limit, dead-letter the
-receipt's op in a bounded form (reason, target topic, origin), keep running, and
-fold a later event of another customer.
+them in one batch, all for one profile), and one valid receipt of about 500 KB
+(under the limit: taken in) whose op to its profile is too large alone (the op
+holds the event as a JSON string: every quote of its item names escaped again).
+The worker must send the page views' ops to their profile in several messages
+each under the limit, dead-letter the receipt's op in a bounded form (reason,
+target topic, origin), keep running, and fold a later event of another customer.
 
 Before the record limit, the intake sent each batch's ops for the profile as one
 message: several MB here, over the producer's 2 MiB, so the producer refused it
 (MessageSizeTooLargeError) and the worker crashed.
+
+An input record over the limit (3 MB, between valid events) is refused at the
+door unread and dead-lettered in a bounded form; the events around it are folded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,13 +48,10 @@ def page_view(n: int) -> bytes:
 
 
 def huge_receipt() -> bytes:
-    """A valid receipt of about 650 KB: 1,000 items with long ids and names."""
+    """A valid receipt of about 500 KB whose op is about 960 KB: 1,000 items, each
+    named with 220 quotes (2 bytes each in the event, 4 in the op)."""
     items = [
-        {
-            "product_id": f"P-{n:04d}-" + "i" * 190,
-            "name": f"Item {n:04d} " + "n" * 400,
-            "price": 1.0,
-        }
+        {"product_id": f"P-{n:04d}", "name": f"Item {n:04d} " + '"' * 220, "price": 1.0}
         for n in range(1000)
     ]
     receipt = make_receipt(
@@ -122,7 +124,7 @@ def test_a_burst_for_one_key_and_a_huge_event_stay_under_the_record_limit(
         }
     )
     receipt = huge_receipt()
-    assert MAX_RECORD_BYTES < len(receipt) < 1_000_000
+    assert 480_000 < len(receipt) < MAX_RECORD_BYTES - 100
     for n in range(VIEWS):
         producer.produce(topics.events.name, page_view(n), b"C-BIG")
         if n == VIEWS // 2:
@@ -189,3 +191,83 @@ def test_a_burst_for_one_key_and_a_huge_event_stay_under_the_record_limit(
     assert stats["agents"]["sent.profile_ops"] >= VIEWS
     # the page views went to their profile in several messages
     assert stats["agents"]["messages.profile_ops"] < stats["agents"]["sent.profile_ops"]
+
+
+#: The oversized input record of the report: 3,000,000 bytes on `cdp.events`.
+OVERSIZED_INPUT_BYTES = 3_000_000
+
+
+def oversized_event(size: int) -> bytes:
+    """A tag event of C-HUGE padded to exactly `size` bytes (a tag name far too long)."""
+    head = as_json(make_event("tag", customer_id="C-HUGE", event_id="t-huge", tag=""))
+    padded = head.replace(b'"tag":""', b'"tag":"' + b"x" * (size - len(head)) + b'"')
+    assert len(padded) == size
+    return padded
+
+
+def test_an_input_record_over_the_limit_is_dead_lettered_bounded_and_its_batch_goes_on(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Two valid events, a 3,000,000-byte record, two more valid ones, on one partition.
+
+    Reported before the record limit: intake failed dead-lettering the big record
+    (MessageSizeTooLargeError), the two valid events after it were never folded
+    and the big one was nowhere. It must be refused at the door (`too_large`, not
+    parsed) and dead-lettered in a bounded form, and every valid event folded.
+    """
+    worker = start_worker(batch_within_ms=500)  # the five records in one batch
+    topics = isolated.topics
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "message.max.bytes": 10_000_000,  # a client that sends what the broker takes
+            "linger.ms": 100,
+        }
+    )
+    big = oversized_event(OVERSIZED_INPUT_BYTES)
+    before, after = ["C-BEFORE-1", "C-BEFORE-2"], ["C-AFTER-1", "C-AFTER-2"]
+    for customer in before:
+        tag = as_json(make_event("tag", customer_id=customer, tag="vip"))
+        producer.produce(topics.events.name, tag, customer.encode(), partition=0)
+    producer.produce(topics.events.name, big, b"C-HUGE", partition=0)
+    for customer in after:
+        tag = as_json(make_event("tag", customer_id=customer, tag="vip"))
+        producer.produce(topics.events.name, tag, customer.encode(), partition=0)
+    assert producer.flush(30) == 0
+
+    for customer in before + after:
+        card = wait_for(
+            lambda c=customer: (reply := worker.get(f"/customers/{c}"))[0] == 200 and reply[1],
+            30,
+            f"the card of {customer}",
+        )
+        assert card["tags"] == ["vip"]
+    assert worker.get("/customers/C-HUGE")[0] == 404
+
+    [letter] = read_topic(broker.bootstrap, topics.dead_letter.name, topics.partitions, 1)
+    headers = {name: (raw or b"").decode() for name, raw in letter.headers() or []}
+    size = len(letter.key() or b"") + len(letter.value() or b"")
+    size += sum(len(name.encode()) + len(raw or b"") for name, raw in letter.headers() or [])
+    assert size <= MAX_RECORD_BYTES
+    assert letter.key() == b"C-HUGE"
+    # refused at the door, unread: its size (key and value here) and the limit
+    reason = headers["cdp.reason"]
+    assert reason.startswith(f"record too large: {OVERSIZED_INPUT_BYTES + 6} bytes"), reason
+    assert f"> {MAX_RECORD_BYTES} limit of an input record" in reason
+    assert headers["cdp.source-topic"] == topics.events.name
+    assert headers["cdp.source-partition"] == "0"
+    assert headers["cdp.source-offset"] == "2"
+    assert headers[TRUNCATED_HEADER] == str(OVERSIZED_INPUT_BYTES)
+    bounded = orjson.loads(letter.value())
+    assert bounded["truncated"] is True
+    assert bounded["original_bytes"] == OVERSIZED_INPUT_BYTES
+    assert bounded["sha256"] == hashlib.sha256(big).hexdigest()
+    assert big.startswith(bounded["head"].encode()) and '"event_id":"t-huge"' in bounded["head"]
+
+    _, stats = worker.get("/stats")
+    assert stats["rejected"] == 1
+    assert stats["dead_letters"] == {"intake.too_large": 1}
+    assert stats["accepted"] == {"tag": 4}
+    assert worker.alive(), worker.log_tail()
+    log = worker.log_tail(100_000)
+    assert "Crashed" not in log and "MessageSizeTooLarge" not in log, log[-3000:]

@@ -198,3 +198,36 @@ def test_a_null_value_is_refused_at_the_door_as_no_json_with_its_own_reason() ->
     with pytest.raises(InvalidEvent, match="Invalid JSON"):  # an empty value is not null
         accept_input(b"", "PL")
     assert accept_input(as_json(make_event("tag", customer_id="C-1", tag="a")), "PL").type == "tag"
+
+
+LIMIT = 512 * 1024  # the record limit, by hand
+
+
+def test_a_record_over_the_limit_is_refused_at_the_door_before_it_is_parsed() -> None:
+    """Junk that is also too large says `too_large`, not `Invalid JSON`: it was never read."""
+    with pytest.raises(InvalidEvent) as err:
+        accept_input(b"{" * (LIMIT + 1), "PL")
+    assert err.value.kind == "too_large"
+    assert err.value.reason.startswith(f"record too large: {LIMIT + 1} bytes")
+    assert str(LIMIT) in err.value.reason and "Invalid JSON" not in err.value.reason
+
+
+def test_the_door_counts_key_and_headers_and_lets_a_record_at_the_limit_in() -> None:
+    value = b"{" * (LIMIT - 10)
+    with pytest.raises(InvalidEvent) as err:  # 10 bytes of key and headers fit; 11 do not
+        accept_input(value, "PL", b"k" * 4, [("tr", b"abcd"), ("x", None)])
+    assert err.value.kind == "too_large"
+    assert f"{LIMIT + 1} bytes" in err.value.reason
+    with pytest.raises(InvalidEvent) as err:
+        accept_input(value, "PL", b"k" * 4, [("tr", b"abc"), ("x", None)])
+    assert err.value.kind == "not_json"  # at the limit: read (and found not to be JSON)
+    with pytest.raises(InvalidEvent) as err:  # a null value with headers over the limit
+        accept_input(None, "PL", None, [("h", b"x" * LIMIT)])
+    assert err.value.kind == "too_large"
+
+
+def test_a_valid_event_near_the_limit_is_taken_in() -> None:
+    tag = as_json(make_event("tag", customer_id="C-1", tag="a"))
+    padded = tag[:-1] + b" " * (LIMIT - len(tag)) + b"}"  # JSON whitespace
+    assert len(padded) == LIMIT
+    assert accept_input(padded, "PL").type == "tag"

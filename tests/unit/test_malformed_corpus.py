@@ -22,7 +22,7 @@ NOT_STRICT_JSON = frozenset({"nan_literal", "infinity_literal", "number_too_big_
 def rejection_reason(case: MalformedCase) -> str | None:
     """The reason the intake agent gives for `case`, or None when it would accept it."""
     try:
-        event = accept_input(case.value, "PL")
+        event = accept_input(case.value, "PL", case.key, case.headers)
         route_accepted(event, event_to_json(event).decode(), DEFAULT_BLOCKED_VALUES)
     except InvalidEvent as exc:
         return exc.reason
@@ -49,12 +49,13 @@ def test_the_corpus_covers_both_input_topics_and_odd_keys() -> None:
     assert any(key is not None and not key.isascii() for key in keys)
 
 
-def test_the_huge_case_is_about_a_megabyte_yet_fits_a_record() -> None:
-    """About 1 MB, but below the 1,000,000-byte record limit of the producers."""
+def test_the_huge_case_is_about_a_megabyte_and_the_large_one_just_under_the_limit() -> None:
+    """The huge case: about 1 MB (below the 1,000,000-byte producer default), over the
+    512 KiB record limit. The large one: under it, with room for its dead letter's headers."""
     [huge] = [case for case in MALFORMED if case.name == "huge_name_1mb"]
-    # as large as the producer sends (1,000,000 bytes): the dead-letter topic takes
-    # it with its reason headers on top (max.message.bytes 2 MiB there)
-    assert 999_000 < len(huge.value) < 1_000_000
+    assert huge.value is not None and 999_000 < len(huge.value) < 1_000_000
+    [large] = [case for case in MALFORMED if case.name == "large_name_500kb"]
+    assert large.value is not None and 500_000 < len(large.value) < 512 * 1024 - 2_000
 
 
 def test_cases_that_must_fail_after_parsing_do_parse() -> None:

@@ -98,6 +98,7 @@ def test_every_count_reaches_its_metric() -> None:
         ("cardstream_dead_letters_total", labels(stage="intake", reason="invalid_link")): 1,
         ("cardstream_dead_letters_total", labels(stage="intake", reason="invalid_event")): 0,
         ("cardstream_dead_letters_total", labels(stage="intake", reason="no_identifier")): 0,
+        ("cardstream_dead_letters_total", labels(stage="intake", reason="too_large")): 0,
         ("cardstream_dead_letters_total", labels(stage="profiles", reason="internal_error")): 1,
         ("cardstream_identity_changes_total", labels(kind="linked")): 0,
         ("cardstream_identity_changes_total", labels(kind="merged")): 2,
