@@ -28,8 +28,12 @@ class ApplyReport:
 
 
 def admin_client(bootstrap: str, timeout: float = 10.0) -> AdminClient:
-    """An AdminClient that has reached the cluster; raises BrokerUnreachable otherwise."""
-    client = AdminClient({"bootstrap.servers": bootstrap})
+    """An AdminClient that has reached the cluster; raises BrokerUnreachable otherwise.
+
+    The client logs nothing itself (librdkafka would print a line per failed connection
+    attempt, hundreds while it retries): what goes wrong comes back as an error.
+    """
+    client = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     try:
         client.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -38,6 +42,12 @@ def admin_client(bootstrap: str, timeout: float = 10.0) -> AdminClient:
             "(start one with `cardstream broker` or set CARDSTREAM_BOOTSTRAP)"
         ) from exc
     return client
+
+
+def topic_names(bootstrap: str, timeout: float = 5.0) -> set[str]:
+    """The names of the topics on the cluster, asked once and quietly; raises
+    BrokerUnreachable when it does not answer within `timeout` seconds."""
+    return set(admin_client(bootstrap, timeout).list_topics(timeout=timeout).topics)
 
 
 def apply_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 10.0) -> ApplyReport:

@@ -37,6 +37,17 @@ def _topics(settings: Settings) -> Topics:
         raise click.ClickException(str(exc)) from exc
 
 
+def _reach(settings: Settings) -> set[str]:
+    """The broker's topic names, asked once and quietly; one clear line when it does not
+    answer (instead of librdkafka's line per failed connection attempt)."""
+    from app.admin import BrokerUnreachable, topic_names
+
+    try:
+        return topic_names(settings.bootstrap)
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 bootstrap_option = click.option(
     "--bootstrap", "-b", default=None, help="Kafka bootstrap servers [env CARDSTREAM_BOOTSTRAP]"
 )
@@ -168,14 +179,10 @@ def send(source: BinaryIO, bootstrap: str | None) -> None:
     Invalid lines are reported with their line number and reason; valid lines
     are still sent. Exits 1 if any line was rejected or not delivered.
     """
-    from app.admin import BrokerUnreachable, admin_client
     from app.producer import ChannelProducer
 
     settings = _settings(bootstrap=bootstrap)
-    try:
-        admin_client(settings.bootstrap)
-    except BrokerUnreachable as exc:
-        raise click.ClickException(str(exc)) from exc
+    _reach(settings)
     producer = ChannelProducer(settings.bootstrap, _topics(settings), settings.default_phone_region)
     report = producer.send_lines(source)
     name = getattr(source, "name", "-")
@@ -283,16 +290,12 @@ def identity_release(
     import getpass
     from datetime import UTC, datetime
 
-    from app.admin import BrokerUnreachable, admin_client
     from app.ops import ReleaseGuard, encode_op
     from app.producer import ChannelProducer
 
     settings = _settings(bootstrap=bootstrap, app_id=app_id)
     topics = _topics(settings)
-    try:
-        admin_client(settings.bootstrap)
-    except BrokerUnreachable as exc:
-        raise click.ClickException(str(exc)) from exc
+    _reach(settings)
     op = ReleaseGuard(requested_by or getpass.getuser(), datetime.now(UTC).isoformat())
     producer = ChannelProducer(settings.bootstrap, topics)
     topic = f"{settings.state_app_id()}-{topics.internal_name('guard_ops')}"
@@ -333,6 +336,19 @@ def _dead_letter_filters(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _source_topic(value: str | None, topics: Topics, existing: set[str]) -> str | None:
+    """`--topic` as a topic name; a UsageError when no such topic exists on the broker."""
+    from app.deadletters import resolve_topic_filter
+
+    name = resolve_topic_filter(value, topics)
+    if name is not None and name not in existing:
+        raise click.UsageError(
+            f"--topic {value!r}: no such topic on the broker; give `identify`, `events` "
+            f"or a topic name ({topics.identify.name}, {topics.events.name}, or an internal one)"
+        )
+    return name
+
+
 def _read_letters(settings: Settings, topics: Topics) -> list[DeadLetter]:
     """Every dead letter (ClickException when they cannot be read)."""
     from app.deadletters import DeadLetterError, read_dead_letters
@@ -359,14 +375,15 @@ def dead_letter_list(
     Each letter is named PARTITION:OFFSET in the dead-letter topic; `replay --id`
     and the fixes file of `replay --fixed` use that name.
     """
-    from app.deadletters import format_letter, letter_json, resolve_topic_filter, select_letters
+    from app.deadletters import format_letter, letter_json, select_letters
 
     settings = _settings(bootstrap=bootstrap)
     topics = _topics(settings)
+    source_topic = _source_topic(topic, topics, _reach(settings))
     letters = select_letters(
         _read_letters(settings, topics),
         reason=reason,
-        source_topic=resolve_topic_filter(topic, topics),
+        source_topic=source_topic,
         ids=ids,
         limit=limit,
     )
@@ -407,12 +424,10 @@ def dead_letter_replay(
     so a record replayed twice never changes a card twice. Exits 1 if anything
     was not sent.
     """
-    from app.admin import BrokerUnreachable, admin_client
     from app.deadletters import (
         FixesFileError,
         parse_fixes,
         replay,
-        resolve_topic_filter,
         select_letters,
     )
 
@@ -429,11 +444,7 @@ def dead_letter_replay(
             raise click.ClickException(
                 f"{fixes_name}: {len(exc.problems)} bad line(s); nothing sent"
             ) from exc
-    if not dry_run:
-        try:
-            admin_client(settings.bootstrap)
-        except BrokerUnreachable as exc:
-            raise click.ClickException(str(exc)) from exc
+    source_topic = _source_topic(topic, topics, _reach(settings))
     every = _read_letters(settings, topics)
     unmatched = fixes.unmatched(every) if fixes is not None else []
     for problem in unmatched:
@@ -441,7 +452,7 @@ def dead_letter_replay(
     letters = select_letters(
         every,
         reason=reason,
-        source_topic=resolve_topic_filter(topic, topics),
+        source_topic=source_topic,
         ids=ids,
     )
     if fixes is not None:
@@ -524,7 +535,6 @@ def rebuild(
     """
     from datetime import datetime
 
-    from app.admin import BrokerUnreachable, admin_client
     from app.rebuild import RebuildError, StartAt, parse_offset_specs, run_rebuild
 
     _check_state_version(state_version)
@@ -545,10 +555,7 @@ def rebuild(
             start = StartAt(time=when)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    try:
-        admin_client(settings.bootstrap)
-    except BrokerUnreachable as exc:
-        raise click.ClickException(str(exc)) from exc
+    _reach(settings)
 
     def wait_forever() -> None:
         try:
@@ -610,6 +617,7 @@ def export_cards(
 
     from app.export import (
         StateNotFound,
+        apps_with_state,
         default_export_time,
         export_lines,
         profiles_to_export,
@@ -627,12 +635,20 @@ def export_cards(
         if settings.state_version
         else "the original state version"
     )
+    existing = _reach(settings)
     try:
         states, identities = read_state(settings.bootstrap, app, topics)
     except StateNotFound as exc:
+        others = apps_with_state(existing, topics)
+        where = (
+            f"app ids with state there: {', '.join(others)} (name one with --app-id or "
+            "CARDSTREAM_APP_ID; a state version is <app id>-<version>)"
+            if others
+            else "no app has state there yet: run its workers, or build a version with "
+            "`cardstream rebuild --state-version V`"
+        )
         raise click.ClickException(
-            f"{named} (app id {app}) has no state at {settings.bootstrap}: no topic {exc}; "
-            "build it with `cardstream rebuild --state-version V` or run its workers"
+            f"{named} (app id {app}) has no state at {settings.bootstrap}: no topic {exc}; " + where
         ) from exc
     except OffsetsError as exc:
         raise click.ClickException(str(exc)) from exc

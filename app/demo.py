@@ -10,8 +10,10 @@ point stops every child process and removes the temporary directory.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,7 +50,7 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         worker = WorkerProcess(
             broker.bootstrap,
             workdir / "data",
-            "cardstream-demo",
+            DEMO_APP_ID,
             workdir / "worker.log",
             {**EMBEDDED_BROKER_SETTINGS, "log_level": "warn", **scenario_clock()},
         ).start()
@@ -72,14 +74,19 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         worker.wait_until_quiet()
         customer_ids = sorted({e.customer_id for e in events if e.customer_id is not None})
         print_cards(worker, customer_ids)
-        step(f"staff page of {customer_ids[0]}: {staff_page_url(worker.url, customer_ids[0])}")
         if not keep:
-            step("to explore these cards yourself, run `cardstream demo --keep`")
-        if keep:
-            step(f"running: bootstrap {broker.bootstrap}, worker {worker.url}; Ctrl-C stops")
-            step(f"try: cardstream card {customer_ids[0]} --worker {worker.url}")
-            while worker.alive():
-                time.sleep(1)
+            step(
+                "to open the staff page and try the commands on these cards, run "
+                f"`{cardstream_command()} demo --keep` (this run stops its worker now)"
+            )
+            return 0
+        step(f"staff page of {customer_ids[0]}: {staff_page_url(worker.url, customer_ids[0])}")
+        step("broker and worker keep running until Ctrl-C; in another terminal, from here:")
+        _, first = worker.get(f"/customers/{customer_ids[0]}")
+        links = [(name, values[0]) for name, values in (first.get("links") or {}).items()]
+        click.echo(keep_commands(broker.bootstrap, worker.web_port, customer_ids[0], links[:1]))
+        while worker.alive():
+            time.sleep(1)
         return 0
     except KeyboardInterrupt:
         step("interrupted")
@@ -97,6 +104,38 @@ def run_demo(customers: int = 5, seed: int = 7, keep: bool = False) -> int:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         signal.signal(signal.SIGINT, previous)
+
+
+#: The app id of the demo's worker: commands name it to find the demo's state.
+DEMO_APP_ID = "cardstream-demo"
+
+
+def cardstream_command() -> str:
+    """How to run this installation's `cardstream` from the current directory."""
+    beside = Path(sys.executable).with_name("cardstream")
+    if not beside.exists():
+        return "cardstream"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
+
+
+def keep_commands(
+    bootstrap: str, web_port: int, customer_id: str, links: list[tuple[str, str]]
+) -> str:
+    """Ready-to-paste commands for the demo left running (`--keep`); `links`: (name,
+    value) pairs of the customer's to show a look-up by link with."""
+    run = cardstream_command()
+    lines = [
+        f"export CARDSTREAM_BOOTSTRAP={bootstrap} CARDSTREAM_APP_ID={DEMO_APP_ID} "
+        f"CARDSTREAM_WEB_PORT={web_port}",
+        f"{run} card {customer_id}    # a card, from the worker",
+        *(f"{run} card --link {name}={shlex.quote(value)}    # by a link" for name, value in links),
+        f"{run} export -o cards.jsonl    # every card, from the changelogs",
+        f"{run} dead-letter list    # what was refused, and why",
+    ]
+    return "\n".join("    " + line for line in lines)
 
 
 def staff_page_url(worker_url: str, customer_id: str) -> str:

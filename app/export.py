@@ -58,6 +58,13 @@ def changelog_topic(app_id: str, topics: Topics, role: str) -> str:
     return f"{app_id}-{topics.internal_name(role)}-changelog"
 
 
+def apps_with_state(topic_names: Iterable[str], topics: Topics) -> list[str]:
+    """The app ids (with their state version, `<app id>-<version>`) that have a profiles
+    changelog among `topic_names`: what `--app-id` can name."""
+    suffix = "-" + changelog_topic("", topics, "profiles").lstrip("-")
+    return sorted(name[: -len(suffix)] for name in topic_names if name.endswith(suffix))
+
+
 def latest_values(records: Iterable[Record]) -> dict[bytes, bytes]:
     """Key -> its last value in offset order per partition; a tombstone (None) deletes."""
     table: dict[bytes, bytes] = {}
@@ -166,6 +173,7 @@ def read_state(
 __all__ = [
     "NOT_EXPORTED",
     "StateNotFound",
+    "apps_with_state",
     "changelog_topic",
     "decode_tables",
     "default_export_time",

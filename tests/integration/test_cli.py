@@ -1,10 +1,12 @@
-"""The command line against a real broker: `topics apply` and `send`."""
+"""The command line against a real broker: `topics apply`, `send`, and what commands say
+when the broker or the state they look for is not there."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,62 @@ def test_send_from_stdin_and_unreachable_broker(isolated: Isolated) -> None:
     result = cardstream("send", "-", env=env, stdin=as_json(make_identify()) + b"\n")
     assert result.returncode == 1
     assert "no Kafka broker answered at 127.0.0.1:1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("export",),
+        ("rebuild", "--state-version", "v9"),
+        ("dead-letter", "list"),
+        ("dead-letter", "replay", "--dry-run"),
+        ("identity", "release", "C-1"),
+        ("topics", "apply"),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_no_broker_is_one_clear_line(args: tuple[str, ...], isolated: Isolated) -> None:
+    """Without a broker each command says so in one line (librdkafka printed ~195)."""
+    env = {
+        "CARDSTREAM_BOOTSTRAP": "127.0.0.1:1",
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+    }
+    result = cardstream(*args, env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: no Kafka broker answered at 127.0.0.1:1 within")
+
+
+def test_export_of_an_unknown_app_names_the_apps_that_have_state(
+    broker: Broker, isolated: Isolated
+) -> None:
+    app = f"a{uuid.uuid4().hex[:8]}"
+    topics = [f"{app}-shop-profiles-changelog", f"{app}-shop-v2-profiles-changelog"]
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for future in admin.create_topics(
+        [NewTopic(name, num_partitions=1, replication_factor=1) for name in topics]
+    ).values():
+        future.result()
+    env = {
+        "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+        "CARDSTREAM_APP_ID": f"{app}-nosuch",
+    }
+    result = cardstream("export", env=env)
+    assert result.returncode == 1
+    assert "has no state" in result.stderr
+    assert "app ids with state there: " in result.stderr
+    assert f"{app}-shop, {app}-shop-v2 (name one with --app-id" in result.stderr
+
+
+def test_dead_letter_list_refuses_an_unknown_topic(broker: Broker, isolated: Isolated) -> None:
+    env = {
+        "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+    }
+    result = cardstream("dead-letter", "list", "--topic", "nosuch", env=env)
+    assert result.returncode == 2
+    assert "--topic 'nosuch': no such topic on the broker" in result.stderr
+    known = cardstream("dead-letter", "list", "--topic", "events", env=env)
+    assert known.returncode == 0, known.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -83,4 +85,50 @@ def test_demo_runs_to_the_end() -> None:
     assert "Receipts (2)" in out  # the store receipt (via the loyalty card) + the phone order
     assert "merged from   ~device:dev-0001, ~loyalty_card:7000001, ~phone:" in out
     assert "C-1002" in out and "receipts: 2 (call_center, store)" in out
-    assert re.search(r"staff page of C-1001: http://127\.0\.0\.1:\d+/staff/\?profile=C-1001", out)
+    assert "demo --keep` (this run stops its worker now)" in out
+    assert "staff page of" not in out  # its worker is stopped: no dead address
+
+
+def test_demo_keep_prints_commands_that_find_the_demo() -> None:
+    """`demo --keep` serves until Ctrl-C and prints commands that work as pasted."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "demo", "--customers", "2", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        seen: list[str] = []
+        while not any(line.strip().startswith("export CARDSTREAM_BOOTSTRAP=") for line in seen):
+            line = proc.stdout.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        commands = [proc.stdout.readline().strip() for _ in range(4)]
+        out = "".join(seen)
+        assert re.search(
+            r"staff page of C-1001: http://127\.0\.0\.1:\d+/staff/\?profile=C-1001", out
+        )
+        env = dict(os.environ)
+        for assignment in shlex.split(seen[-1].strip())[1:]:
+            name, _, value = assignment.partition("=")
+            env[name] = value
+        assert env["CARDSTREAM_APP_ID"] == "cardstream-demo"
+        card, by_link, export, letters = (shlex.split(c.partition("#")[0]) for c in commands)
+        shown = subprocess.run(card, env=env, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0 and "C-1001" in shown.stdout, shown.stderr
+        found = subprocess.run(by_link, env=env, capture_output=True, text=True, timeout=60)
+        assert found.returncode == 0 and "C-1001" in found.stdout, found.stderr
+        assert export[-2:] == ["-o", "cards.jsonl"]
+        exported = subprocess.run(  # to stdout here
+            export[:-2], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert exported.returncode == 0, exported.stderr
+        assert '"profile_id":"C-1001"' in exported.stdout
+        listed = subprocess.run(letters, env=env, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and "3 dead letter(s)" in listed.stderr, listed.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) in (0, 130)
+    finally:
+        proc.kill()
