@@ -11,9 +11,10 @@ Which topic an op goes to, and under which key (DESIGN.md §2):
 | op             | topic        | key         | sent by                 |
 |----------------|--------------|-------------|-------------------------|
 | CheckIdentify  | guard-ops    | customer_id | intake                  |
-| RecordTakeover | guard-ops    | customer_id | identity (on reassign)  |
+| RecordTakeover | guard-ops    | customer_id | identity (before a takeover) |
 | ReleaseGuard   | guard-ops    | customer_id | `cardstream identity release` |
 | ClaimLink      | identity-ops | link key    | guard (accepted claims) |
+| GrantTakeover  | identity-ops | link key    | guard (a counted takeover) |
 | ResolveLink    | identity-ops | link key    | intake (link-only events) |
 | ReturnFacts    | identity-ops | link key    | profile (facts released by a move) |
 | AddFact        | profile-ops  | profile id  | intake, guard, identity |
@@ -22,6 +23,12 @@ Which topic an op goes to, and under which key (DESIGN.md §2):
 | LinkGained     | profile-ops  | profile id  | identity                |
 | LinkLost       | profile-ops  | profile id  | identity                |
 | CheckCart      | profile-ops  | profile id  | the cart timer (a deadline passed) |
+
+A takeover is counted before it happens: the identity agent does not move a
+link from one customer to another on a ClaimLink; it asks the claimer's guard
+(RecordTakeover), which counts it in its own sequence of ops and answers with
+GrantTakeover, or not at all once the customer is quarantined. However the
+claims of one burst are batched, no takeover passes the guard uncounted.
 
 Facts released by a move go back through their link (ReleaseFacts → ReturnFacts
 → AbsorbFacts) instead of straight to the new owner: every fact of a link then
@@ -48,11 +55,13 @@ class CheckIdentify:
 
 @dataclass(frozen=True, slots=True)
 class RecordTakeover:
+    """The claim `event_id` of the guard's customer would take `link_key` from `from_customer`."""
+
     kind: ClassVar[str] = "record_takeover"
     from_customer: str
     link_key: str
     event_id: str
-    ts: str
+    ts: str  # the claim's
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,17 @@ class ClaimLink:
     customer_id: str
     event_id: str
     ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrantTakeover:
+    """The guard of `customer_id` counted its claim's takeover of the link from `from_customer`."""
+
+    kind: ClassVar[str] = "grant_takeover"
+    customer_id: str
+    event_id: str
+    ts: str  # the claim's
+    from_customer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +154,7 @@ Op = (
     | RecordTakeover
     | ReleaseGuard
     | ClaimLink
+    | GrantTakeover
     | ResolveLink
     | ReturnFacts
     | AddFact
@@ -151,6 +172,7 @@ _OPS: dict[str, type[Any]] = {
         RecordTakeover,
         ReleaseGuard,
         ClaimLink,
+        GrantTakeover,
         ResolveLink,
         ReturnFacts,
         AddFact,

@@ -1,6 +1,8 @@
 """The guard agent (keyed by CustomerId) and the identity agent (keyed by link).
 
-The identity agent is the only writer of the link -> owner table. Both loops
+The identity agent is the only writer of the link -> owner table; it moves a
+link from one customer to another only once the claimer's guard counted and
+granted the takeover (`app.domain.resolution.identity_step`). Both loops
 take a batch of records (`app.agents.batching`), and per key load the state
 once, fold the key's ops with `app.domain.resolution`, store the state if it
 changed, and hand what the steps returned to the outbox.

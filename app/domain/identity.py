@@ -39,7 +39,10 @@ Protection
 `check_claims` / `record_takeover` / `release` implement the per-CustomerId guard
 against integration failures (a cached response that sends the same CustomerId for
 every visitor): too many distinct links of one name within a window of event time,
-or links taken from too many other customers, quarantine the customer.
+or links taken from too many other customers, quarantine the customer. A takeover
+is put to `record_takeover` before it happens (the identity agent asks the guard
+and moves the link only when granted), so the limit holds however many claims of
+one customer are on their way at once.
 """
 
 from __future__ import annotations
@@ -354,7 +357,8 @@ class GuardVerdict:
     """The guard's answer: new state, whether the claims may enter the graph, and why not.
 
     `newly_quarantined` is True only for the call that quarantined the customer
-    (emit one `quarantined` change for it).
+    (emit one `quarantined` change for it); `reason` is then the quarantine's, also
+    for the one takeover that is accepted as it quarantines (`record_takeover`).
     """
 
     state: GuardState
@@ -415,19 +419,27 @@ def check_claims(
 
 
 def record_takeover(guard: GuardState, from_customer: str, limits: GuardLimits) -> GuardVerdict:
-    """Remember that the customer took a link from `from_customer` (a `reassigned` change).
+    """Count a takeover of a link from `from_customer`, before it happens; `accepted`: it may.
 
-    Taking from the same customer again does not count twice. Above
-    `limits.max_takeovers` other customers the customer is quarantined
-    (`newly_quarantined` on that call). `accepted` is False when quarantined.
+    * A customer already taken from is not counted again, and the takeover is accepted
+      even once quarantined: every counted takeover was accepted, so a replayed
+      request (the guard's state written, its answer lost in a crash) gets the same
+      answer again.
+    * Otherwise a quarantined customer is refused, with its reason.
+    * Otherwise `from_customer` is counted. The takeover that brings the count above
+      `limits.max_takeovers` is still accepted and quarantines the customer
+      (`newly_quarantined`, with the reason): `max_takeovers + 1` links move, then
+      the customer is stopped, as when its claims come one at a time.
     """
+    if from_customer in guard.took_from:
+        return GuardVerdict(guard, accepted=True)
     if guard.quarantined:
         return GuardVerdict(guard, accepted=False, reason=guard.reason)
     took_from = guard.took_from | {from_customer}
     if len(took_from) > limits.max_takeovers:
         reason = f"took links from {len(took_from)} other customers (limit {limits.max_takeovers})"
         state = replace(guard, took_from=took_from, quarantined=True, reason=reason)
-        return GuardVerdict(state, accepted=False, reason=reason, newly_quarantined=True)
+        return GuardVerdict(state, accepted=True, reason=reason, newly_quarantined=True)
     return GuardVerdict(replace(guard, took_from=took_from), accepted=True)
 
 

@@ -1,8 +1,9 @@
 """What each identity-side operation does: state in, state and messages out.
 
 The agents are thin loops around these functions: `route_accepted` (intake),
-`guard_step` (guard agent, keyed by CustomerId), `identity_step` (identity
-agent, keyed by link, the only writer of link -> owner) and
+`guard_step` (guard agent, keyed by CustomerId, which counts a takeover
+before it happens), `identity_step` (identity agent, keyed by link, the only
+writer of link -> owner) and
 `profile_identity_step` (the links and merge history each profile shows).
 Each returns the new state and a list of `Out` messages; the agent writes the
 state and sends the messages. No Faust, no I/O, no clock.
@@ -69,6 +70,7 @@ from app.ops import (
     CheckCart,
     CheckIdentify,
     ClaimLink,
+    GrantTakeover,
     LinkGained,
     LinkLost,
     Op,
@@ -154,7 +156,13 @@ def guard_step(
     limits: GuardLimits,
     blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES,
 ) -> tuple[GuardState, list[Out]]:
-    """The guard of one CustomerId handles an identify, a takeover or a release."""
+    """The guard of one CustomerId handles an identify, a takeover or a release.
+
+    A takeover (RecordTakeover, from the identity agent of a link its claim would
+    take from another customer) is counted before it happens: granted, a
+    GrantTakeover goes back to the link; refused (quarantined), nothing does and
+    the link stays with its owner.
+    """
     guard = state or GuardState()
     if isinstance(op, CheckIdentify):
         event = parse_event(op.event)
@@ -181,8 +189,12 @@ def guard_step(
         outs.append(Out("profile_ops", customer_id, AddFact(op.event, via=None)))
         return verdict.state, outs
     if isinstance(op, RecordTakeover):
+        # counted here, in this customer's sequence of ops, before the link moves
         verdict = record_takeover(guard, op.from_customer, limits)
         outs = []
+        if verdict.accepted:
+            grant = GrantTakeover(customer_id, op.event_id, op.ts, op.from_customer)
+            outs.append(Out("identity_ops", op.link_key, grant))
         if verdict.newly_quarantined:
             reason = verdict.reason or "too many takeovers"
             when = datetime.fromisoformat(op.ts)
@@ -213,11 +225,25 @@ def identity_step(state: LinkState | None, key: str, op: Op) -> tuple[LinkState 
     """The identity agent of link `key` handles a claim, a link-only event or returned facts.
 
     Returns the new link state (None while the link was never seen) and messages.
+
+    A claim that would take the link from another customer (a `reassigned` change)
+    changes nothing yet: it goes to the claimer's guard as a RecordTakeover, and is
+    applied when the guard's GrantTakeover comes back. The grant is checked against
+    the link as it is then: a claim that would now take the link from someone else
+    than the guard counted asks again; one that no longer takes it (a later claim
+    arrived meanwhile) or was already applied (a replay) needs no grant.
     """
-    if isinstance(op, ClaimLink):
+    if isinstance(op, ClaimLink | GrantTakeover):
         claim = Claim(datetime.fromisoformat(op.ts), op.event_id, op.customer_id)
         before = state or LinkState()
         outcome = apply_claim(before, key, claim)
+        taken_from = next(
+            (c.previous_owner for c in outcome.changes if c.kind == "reassigned"), None
+        )
+        granted = op.from_customer if isinstance(op, GrantTakeover) else None
+        if taken_from is not None and taken_from != granted:
+            takeover = RecordTakeover(taken_from, key, op.event_id, op.ts)
+            return state, [Out("guard_ops", claim.customer_id, takeover)]
         anonymous = anonymous_profile_id(key)
         # An anonymous profile that never received a fact needs no hand-over.
         silent = {anonymous} if not before.seen_anonymous else set()
@@ -238,9 +264,6 @@ def identity_step(state: LinkState | None, key: str, op: Op) -> tuple[LinkState 
             if lost_by not in silent:
                 lost = LinkLost(key, change.customer_id, change.event_id, op.ts)
                 outs.append(Out("profile_ops", lost_by, lost))
-            if change.kind == "reassigned" and change.previous_owner is not None:
-                takeover = RecordTakeover(change.previous_owner, key, change.event_id, op.ts)
-                outs.append(Out("guard_ops", change.customer_id, takeover))
         for move in outcome.moves:
             if move.from_profile in silent:
                 continue

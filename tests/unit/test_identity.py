@@ -485,12 +485,19 @@ def test_guard_takeovers() -> None:
         assert verdict.accepted
         guard = verdict.state
     assert guard.took_from == frozenset({"B1", "B2", "B3", "B4", "B5"})
+    # the sixth customer is one too many: that takeover still happens, and quarantines
     sixth = record_takeover(guard, "B6", LIMITS)
-    assert not sixth.accepted
+    assert sixth.accepted
     assert sixth.newly_quarantined
+    assert sixth.state.quarantined
     assert sixth.reason == "took links from 6 other customers (limit 5)"
     again = record_takeover(sixth.state, "B7", LIMITS)
-    assert (again.accepted, again.newly_quarantined) == (False, False)
+    assert (again.accepted, again.newly_quarantined, again.reason) == (False, False, sixth.reason)
+    assert again.state is sixth.state
+    # a customer already counted is accepted again, even quarantined (a replayed request)
+    replayed = record_takeover(sixth.state, "B6", LIMITS)
+    assert (replayed.accepted, replayed.newly_quarantined) == (True, False)
+    assert replayed.state is sixth.state
     refused = check_claims(sixth.state, "C-1", {"email": "a@x.pl"}, day(0), LIMITS)
     assert (refused.accepted, refused.reason) == (False, sixth.reason)
 

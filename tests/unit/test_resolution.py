@@ -28,6 +28,7 @@ from app.ops import (
     CheckCart,
     CheckIdentify,
     ClaimLink,
+    GrantTakeover,
     LinkGained,
     LinkLost,
     RecordTakeover,
@@ -165,15 +166,40 @@ def test_releasing_a_customer_that_is_not_quarantined_says_nothing() -> None:
     assert outs == [] and not state.quarantined
 
 
-def test_guard_quarantines_after_too_many_takeovers() -> None:
+def takeover(n: int) -> RecordTakeover:
+    """C-9's claim e<n> would take loyalty card <n> from C-<n>."""
+    return RecordTakeover(f"C-{n}", f"loyalty_card:{n}", f"e{n}", T0.isoformat())
+
+
+def grant(n: int) -> Out:
+    return Out(
+        "identity_ops", f"loyalty_card:{n}", GrantTakeover("C-9", f"e{n}", T0.isoformat(), f"C-{n}")
+    )
+
+
+def test_guard_grants_takeovers_up_to_one_past_the_limit_then_quarantines() -> None:
     limits = GuardLimits(max_takeovers=2)
     state: GuardState | None = None
-    kinds = []
-    for n in range(1, 4):
-        op = RecordTakeover(f"C-{n}", f"loyalty_card:{n}", f"e{n}", T0.isoformat())
-        state, outs = guard_step(state, "C-9", op, limits)
-        kinds.append([o.message.kind for o in outs])  # type: ignore[union-attr]
-    assert kinds == [[], [], ["quarantined"]]
+    for n in (1, 2):
+        state, outs = guard_step(state, "C-9", takeover(n), limits)
+        assert outs == [grant(n)]
+    # the third customer taken from is one too many: it is taken, and C-9 quarantined
+    state, outs = guard_step(state, "C-9", takeover(3), limits)
+    assert state.quarantined
+    assert outs[0] == grant(3)
+    [change] = [o.message for o in outs[1:]]
+    assert isinstance(change, IdentityChangeRecord)
+    assert (change.kind, change.customer_id, change.cause_event_id, change.reason) == (
+        "quarantined",
+        "C-9",
+        "e3",
+        "took links from 3 other customers (limit 2)",
+    )
+    # a fourth is refused: nothing goes back, the link stays with C-4
+    assert guard_step(state, "C-9", takeover(4), limits) == (state, [])
+    # a replayed request of a counted takeover gets its grant again, counted once
+    assert guard_step(state, "C-9", takeover(3), limits) == (state, [grant(3)])
+    assert state.took_from == {"C-1", "C-2", "C-3"}
 
 
 # --------------------------------------------------------------------------- identity
@@ -220,22 +246,61 @@ def test_claim_of_a_link_with_anonymous_history_merges_it() -> None:
     assert outs[3].message == ReleaseFacts(key, None, None, "C-1")
 
 
-def test_a_later_claim_by_another_customer_reassigns() -> None:
+def test_a_later_claim_by_another_customer_asks_its_guard_then_reassigns() -> None:
     key = "loyalty_card:7001"
     t1 = T0 + timedelta(days=1)
-    state = LinkState(claims=(Claim(T0, "id-1", "C-1"),))
-    state, outs = identity_step(state, key, ClaimLink("C-2", "id-2", t1.isoformat()))
+    owned = LinkState(claims=(Claim(T0, "id-1", "C-1"),))
+    # the claim would take C-1's card: nothing moves until C-2's guard counted it
+    state, outs = identity_step(owned, key, ClaimLink("C-2", "id-2", t1.isoformat()))
+    assert state is owned
+    assert outs == [Out("guard_ops", "C-2", RecordTakeover("C-1", key, "id-2", t1.isoformat()))]
+
+    state, outs = identity_step(state, key, GrantTakeover("C-2", "id-2", t1.isoformat(), "C-1"))
     assert state.current_owner == "C-2"
-    assert [(o.role, o.key, type(o.message).__name__) for o in outs] == [
-        ("identity_changes", "C-2", "IdentityChangeRecord"),
-        ("profile_ops", "C-2", "LinkGained"),
-        ("profile_ops", "C-1", "LinkLost"),
-        ("guard_ops", "C-2", "RecordTakeover"),
-        ("profile_ops", "C-1", "ReleaseFacts"),
+    assert outs == [
+        Out(
+            "identity_changes",
+            "C-2",
+            IdentityChangeRecord(
+                kind="reassigned",
+                customer_id="C-2",
+                link=LinkRef(name="loyalty_card", value="7001"),
+                previous_owner="C-1",
+                cause_event_id="id-2",
+                ts=t1,
+            ),
+        ),
+        Out("profile_ops", "C-2", LinkGained(key, "reassigned", "C-1", "id-2", t1.isoformat())),
+        Out("profile_ops", "C-1", LinkLost(key, "C-2", "id-2", t1.isoformat())),
+        # only what happened from the reassignment on leaves C-1
+        Out("profile_ops", "C-1", ReleaseFacts(key, t1.isoformat(), None, "C-2")),
     ]
-    assert outs[0].message.previous_owner == "C-1"  # type: ignore[union-attr]
-    # only what happened from the reassignment on leaves C-1
-    assert outs[4].message == ReleaseFacts(key, t1.isoformat(), None, "C-2")
+    # a replayed grant or claim finds the claim applied: nothing more
+    again = GrantTakeover("C-2", "id-2", t1.isoformat(), "C-1")
+    assert identity_step(state, key, again) == (state, [])
+    assert identity_step(state, key, ClaimLink("C-2", "id-2", t1.isoformat())) == (state, [])
+
+
+def test_a_grant_is_checked_against_the_link_as_it_is_when_it_comes() -> None:
+    key = "loyalty_card:7001"
+    t1, t2, t3 = (T0 + timedelta(days=d) for d in (1, 2, 3))
+    granted = GrantTakeover("C-2", "id-2", t2.isoformat(), "C-1")
+
+    # meanwhile C-3 took the card before C-2's time: C-2 takes it from C-3, not C-1
+    by_c3 = LinkState(claims=(Claim(T0, "id-1", "C-1"), Claim(t1, "id-3", "C-3")))
+    state, outs = identity_step(by_c3, key, granted)
+    assert state is by_c3
+    assert outs == [Out("guard_ops", "C-2", RecordTakeover("C-3", key, "id-2", t2.isoformat()))]
+
+    # meanwhile C-1 claimed it again, after C-2's time: C-2's claim takes no current
+    # owner any more, only the history between its time and C-1's new claim
+    kept = LinkState(claims=(Claim(T0, "id-1", "C-1"), Claim(t3, "id-4", "C-1")))
+    state, outs = identity_step(kept, key, granted)
+    assert state.current_owner == "C-1"
+    assert [c.event_id for c in state.claims] == ["id-1", "id-2", "id-4"]
+    assert outs == [
+        Out("profile_ops", "C-1", ReleaseFacts(key, t2.isoformat(), t3.isoformat(), "C-2"))
+    ]
 
 
 def test_returned_facts_go_to_the_owner_at_their_own_time() -> None:
@@ -343,6 +408,7 @@ def test_anonymous_profile_remembers_where_it_went() -> None:
     [
         CheckIdentify('{"type":"identify"}'),
         RecordTakeover("C-1", "phone:+48600100200", "e1", T0.isoformat()),
+        GrantTakeover("C-2", "e1", T0.isoformat(), "C-1"),
         ReleaseGuard("ops", T0.isoformat()),
         ClaimLink("C-1", "e1", T0.isoformat()),
         ResolveLink("{}"),
