@@ -332,3 +332,78 @@ def test_shuffled_stream_through_two_workers(
         for worker in (first, second):
             status, card = worker.get(f"/links/{quote(name, safe='')}/{quote(value, safe='')}/card")
             assert status == 200 and card["customer_id"] == customer, (name, value)
+
+
+def test_a_burst_of_takeovers_stops_where_one_at_a_time_does(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A cached CustomerId claims five owned cards in one send: 2 allowed, 3 move, then stop."""
+    worker = start_worker(guard_max_takeovers=2)
+    cards = [f"830{n}" for n in range(1, 6)]
+    send(
+        broker,
+        isolated,
+        [
+            make_identify(
+                customer_id=f"V{n}",
+                links={"loyalty_card": card},
+                event_id=f"own-{n}",
+                ts=f"2026-11-01T1{n}:00:00+00:00",
+            )
+            for n, card in enumerate(cards, 1)
+        ],
+    )
+
+    def owners() -> dict[str, str]:
+        return {card: owner_of(worker, "loyalty_card", card)["customer_id"] for card in cards}
+
+    eventually(lambda: assert_equal(owners(), {card: f"V{n}" for n, card in enumerate(cards, 1)}))
+
+    # one send, five claims of C-GRAB at increasing times: all in the guard's way at once
+    send(
+        broker,
+        isolated,
+        [
+            make_identify(
+                customer_id="C-GRAB",
+                links={"loyalty_card": card},
+                event_id=f"grab-{n}",
+                ts=f"2026-11-05T10:0{n}:00+00:00",
+            )
+            for n, card in enumerate(cards, 1)
+        ],
+    )
+    topics = isolated.topics
+    # 5 linked (the owners), 3 reassigned, 1 quarantined
+    changes = read_topic(broker.bootstrap, topics.identity_changes.name, topics.partitions, 9)
+    kinds = sorted(
+        (c["kind"], c["customer_id"]) for c in (orjson.loads(m.value()) for m in changes)
+    )
+    assert kinds == sorted(
+        [("linked", f"V{n}") for n in range(1, 6)]
+        + [("reassigned", "C-GRAB")] * 3
+        + [("quarantined", "C-GRAB")]
+    )
+    [quarantined] = [
+        c for c in (orjson.loads(m.value()) for m in changes) if c["kind"] == "quarantined"
+    ]
+    assert quarantined["reason"] == "took links from 3 other customers (limit 2)"
+
+    settled = owners()
+    taken = [card for card, owner in settled.items() if owner == "C-GRAB"]
+    assert len(taken) == 3, settled
+    assert settled == {
+        card: "C-GRAB" if card in taken else f"V{n}" for n, card in enumerate(cards, 1)
+    }
+    eventually(
+        lambda: assert_equal(
+            worker.get("/customers/C-GRAB/links")[1]["links"], {"loyalty_card": sorted(taken)}
+        )
+    )
+    # and no more than those: the refused claims never move a card later
+    time.sleep(2)
+    again = read_topic(
+        broker.bootstrap, topics.identity_changes.name, topics.partitions, 10, timeout=3
+    )
+    assert len(again) == 9
+    assert owners() == settled
