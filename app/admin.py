@@ -44,10 +44,24 @@ def admin_client(bootstrap: str, timeout: float = 10.0) -> AdminClient:
     return client
 
 
-def topic_names(bootstrap: str, timeout: float = 5.0) -> set[str]:
-    """The names of the topics on the cluster, asked once and quietly; raises
-    BrokerUnreachable when it does not answer within `timeout` seconds."""
-    return set(admin_client(bootstrap, timeout).list_topics(timeout=timeout).topics)
+@dataclass(frozen=True)
+class Cluster:
+    """What one quiet metadata request tells of the cluster."""
+
+    topics: frozenset[str]
+    cluster_id: str | None
+
+    @property
+    def embedded(self) -> bool:
+        """True for the embedded broker (Tansu, `cardstream broker`): its cluster id."""
+        return (self.cluster_id or "").startswith("tansu")
+
+
+def probe_cluster(bootstrap: str, timeout: float = 5.0) -> Cluster:
+    """The cluster's topic names and id, asked once and quietly; raises BrokerUnreachable
+    when it does not answer within `timeout` seconds."""
+    metadata = admin_client(bootstrap, timeout).list_topics(timeout=timeout)
+    return Cluster(frozenset(metadata.topics), metadata.cluster_id)
 
 
 def apply_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 10.0) -> ApplyReport:

@@ -19,6 +19,7 @@ from app.settings import Settings
 from app.topics import Topics, TopicsFileError, load_topics
 
 if TYPE_CHECKING:
+    from app.admin import Cluster
     from app.deadletters import DeadLetter
 
 
@@ -37,15 +38,34 @@ def _topics(settings: Settings) -> Topics:
         raise click.ClickException(str(exc)) from exc
 
 
-def _reach(settings: Settings) -> set[str]:
-    """The broker's topic names, asked once and quietly; one clear line when it does not
-    answer (instead of librdkafka's line per failed connection attempt)."""
-    from app.admin import BrokerUnreachable, topic_names
+def _reach(settings: Settings) -> Cluster:
+    """The cluster's topics and id, asked once and quietly; one clear line when it does
+    not answer (instead of librdkafka's line per failed connection attempt)."""
+    from app.admin import BrokerUnreachable, probe_cluster
 
     try:
-        return topic_names(settings.bootstrap)
+        return probe_cluster(settings.bootstrap)
     except BrokerUnreachable as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _for_the_broker(settings: Settings, cluster: Cluster) -> Settings:
+    """On the embedded broker, its settings (short group timeouts, short fetch wait, no
+    recovery offset check) for those not set explicitly; elsewhere `settings` as given."""
+    from app.runner import EMBEDDED_BROKER_SETTINGS
+
+    if not cluster.embedded:
+        return settings
+    chosen = {
+        k: v for k, v in EMBEDDED_BROKER_SETTINGS.items() if k not in settings.model_fields_set
+    }
+    if chosen:
+        click.echo(
+            "embedded broker: using its settings "
+            + ", ".join(f"CARDSTREAM_{k.upper()}={str(v).lower()}" for k, v in chosen.items()),
+            err=True,
+        )
+    return settings.with_overrides(**chosen)
 
 
 bootstrap_option = click.option(
@@ -53,7 +73,7 @@ bootstrap_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="cardstream")
 def main() -> None:
     """cardstream: one customer card per person from every channel, in real time."""
@@ -72,7 +92,7 @@ def stop_on_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@main.command()
+@main.command(short_help="Run the embedded broker (Tansu, in memory) until Ctrl-C")
 @click.option("--port", "-p", default=9092, show_default=True, help="Port to listen on")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
 def broker(port: int, host: str) -> None:
@@ -96,7 +116,7 @@ def broker(port: int, host: str) -> None:
         embedded.stop()
 
 
-@main.group()
+@main.group(short_help="List the declared topics; create or check them")
 def topics() -> None:
     """Declared topics: list them, create or check them on a cluster."""
 
@@ -111,7 +131,7 @@ def topics_list() -> None:
         )
 
 
-@topics.command("apply")
+@topics.command("apply", short_help="Create missing topics; report those that differ")
 @bootstrap_option
 def topics_apply(bootstrap: str | None) -> None:
     """Create missing topics and report those that differ from the declarations."""
@@ -135,12 +155,12 @@ def topics_apply(bootstrap: str | None) -> None:
         )
 
 
-@main.group()
+@main.group(short_help="Export or check the events' JSON Schemas")
 def schemas() -> None:
     """JSON Schemas of the events, generated from the models."""
 
 
-@schemas.command("export")
+@schemas.command("export", short_help="Write one JSON Schema per event type")
 @click.option(
     "--dir",
     "directory",
@@ -170,7 +190,7 @@ def schemas_check(directory: Path | None) -> None:
     click.echo("schemas are in sync with the models")
 
 
-@main.command()
+@main.command(short_help="Publish events from a JSON-lines file or stdin")
 @click.argument("source", type=click.File("rb"), default="-")
 @bootstrap_option
 def send(source: BinaryIO, bootstrap: str | None) -> None:
@@ -195,7 +215,7 @@ def send(source: BinaryIO, bootstrap: str | None) -> None:
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="Run a worker: agents, state and web server")
 @bootstrap_option
 @click.option("--web-port", type=int, default=None, help="[env CARDSTREAM_WEB_PORT]")
 @click.option(
@@ -206,14 +226,19 @@ def worker(
     bootstrap: str | None, web_port: int | None, data_dir: Path | None, app_id: str | None
 ) -> None:
     """Run a worker: every agent, its state, and the web server (lookup API, /health)."""
+    from contextlib import suppress
+
+    from app.admin import BrokerUnreachable, probe_cluster
     from app.main import Worker, create_app
 
     settings = _settings(bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, app_id=app_id)
+    with suppress(BrokerUnreachable):  # else the worker waits for the broker itself
+        settings = _for_the_broker(settings, probe_cluster(settings.bootstrap))
     app = create_app(settings)
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
-@main.command()
+@main.command(short_help="Print a customer's card (by CustomerId or --link)")
 @click.argument("customer_id", required=False)
 @click.option(
     "--link",
@@ -226,7 +251,8 @@ def worker(
     "--worker",
     "worker_url",
     default=None,
-    help="A worker's web address [default: http://127.0.0.1:$CARDSTREAM_WEB_PORT]",
+    help="A worker's web address [default: http://127.0.0.1:PORT, PORT from "
+    "CARDSTREAM_WEB_PORT, else 6066]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON")
 def card(customer_id: str | None, link: str | None, worker_url: str | None, as_json: bool) -> None:
@@ -264,21 +290,34 @@ def card(customer_id: str | None, link: str | None, worker_url: str | None, as_j
     if status == 404:
         raise click.ClickException(f"unknown {what}")
     if status == 401:
-        raise click.ClickException("the worker wants credentials: set CARDSTREAM_API_TOKEN")
+        raise click.ClickException(
+            "the worker refused the credentials: CARDSTREAM_API_TOKEN (or "
+            "CARDSTREAM_API_USER/CARDSTREAM_API_PASSWORD) is not the one it was started with"
+            if headers
+            else "the worker wants credentials: set CARDSTREAM_API_TOKEN (or "
+            "CARDSTREAM_API_USER and CARDSTREAM_API_PASSWORD)"
+        )
     if status != 200 or not isinstance(body, dict):
-        raise click.ClickException(f"the worker answered {status}: {body}")
+        raise click.ClickException(f"the worker answered {status}: {_problem_text(body)}")
     if as_json:
         click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(render_card(body, color=sys.stdout.isatty()), nl=False)
 
 
-@main.group()
+def _problem_text(body: object) -> str:
+    """A worker's error answer (`{"error": ..., "detail": ...}`) as one readable line."""
+    if isinstance(body, dict) and ("detail" in body or "error" in body):
+        return str(body.get("detail") or body.get("error"))
+    return str(body)
+
+
+@main.group(short_help="Release a quarantined CustomerId")
 def identity() -> None:
     """Identity operations: release a quarantined CustomerId."""
 
 
-@identity.command("release")
+@identity.command("release", short_help="Let a quarantined CUSTOMER_ID claim links again")
 @click.argument("customer_id")
 @bootstrap_option
 @click.option("--app-id", default=None, help="The workers' app id [env CARDSTREAM_APP_ID]")
@@ -306,7 +345,7 @@ def identity_release(
     click.echo(f"release of {customer_id} sent to the workers of app {settings.state_app_id()}")
 
 
-@main.group("dead-letter")
+@main.group("dead-letter", short_help="List or replay rejected records")
 def dead_letter() -> None:
     """Rejected records: list them with the reason, replay them to their input topic."""
 
@@ -336,7 +375,7 @@ def _dead_letter_filters(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _source_topic(value: str | None, topics: Topics, existing: set[str]) -> str | None:
+def _source_topic(value: str | None, topics: Topics, existing: frozenset[str]) -> str | None:
     """`--topic` as a topic name; a UsageError when no such topic exists on the broker."""
     from app.deadletters import resolve_topic_filter
 
@@ -359,7 +398,7 @@ def _read_letters(settings: Settings, topics: Topics) -> list[DeadLetter]:
         raise click.ClickException(str(exc)) from exc
 
 
-@dead_letter.command("list")
+@dead_letter.command("list", short_help="Print rejected records: where from, when, why")
 @_dead_letter_filters
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (value as text, or base64)")
 def dead_letter_list(
@@ -379,7 +418,7 @@ def dead_letter_list(
 
     settings = _settings(bootstrap=bootstrap)
     topics = _topics(settings)
-    source_topic = _source_topic(topic, topics, _reach(settings))
+    source_topic = _source_topic(topic, topics, _reach(settings).topics)
     letters = select_letters(
         _read_letters(settings, topics),
         reason=reason,
@@ -444,7 +483,7 @@ def dead_letter_replay(
             raise click.ClickException(
                 f"{fixes_name}: {len(exc.problems)} bad line(s); nothing sent"
             ) from exc
-    source_topic = _source_topic(topic, topics, _reach(settings))
+    source_topic = _source_topic(topic, topics, _reach(settings).topics)
     every = _read_letters(settings, topics)
     unmatched = fixes.unmatched(every) if fixes is not None else []
     for problem in unmatched:
@@ -491,7 +530,7 @@ def _check_state_version(version: str) -> None:
         )
 
 
-@main.command()
+@main.command(short_help="Build fresh state under a new state version")
 @click.option(
     "--state-version", "state_version", required=True, help="Name of the new state version"
 )
@@ -511,7 +550,11 @@ def _check_state_version(version: str) -> None:
     help="Start at the first record written at or after this time (record time, not event "
     "time; needs a broker with working offsets-for-times)",
 )
-@click.option("--keep-running", is_flag=True, help="Keep the worker following the input after")
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="Once caught up, keep the worker following the input (until Ctrl-C)",
+)
 @bootstrap_option
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None, help="[env CARDSTREAM_DATA_DIR]"
@@ -555,7 +598,7 @@ def rebuild(
             start = StartAt(time=when)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    _reach(settings)
+    settings = _for_the_broker(settings, _reach(settings))
 
     def wait_forever() -> None:
         try:
@@ -578,7 +621,7 @@ def rebuild(
         raise click.ClickException(str(exc)) from exc
 
 
-@main.command("export")
+@main.command("export", short_help="Write every card as sorted JSON lines")
 @click.option(
     "--state-version",
     "state_version",
@@ -639,7 +682,7 @@ def export_cards(
     try:
         states, identities = read_state(settings.bootstrap, app, topics)
     except StateNotFound as exc:
-        others = apps_with_state(existing, topics)
+        others = apps_with_state(existing.topics, topics)
         where = (
             f"app ids with state there: {', '.join(others)} (name one with --app-id or "
             "CARDSTREAM_APP_ID; a state version is <app id>-<version>)"
@@ -683,7 +726,7 @@ def export_cards(
     )
 
 
-@main.command()
+@main.command(short_help="Run everything on an embedded broker and show cards")
 @click.option("--customers", default=5, show_default=True, help="How many scenario customers")
 @click.option("--seed", default=7, show_default=True, help="Faker seed")
 @click.option("--keep", is_flag=True, help="Keep broker and worker running until Ctrl-C")

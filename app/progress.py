@@ -112,6 +112,14 @@ class ProgressLine:
                 self.stream.write(line + "\n")
             self.stream.flush()
 
+    def finish(self, done: int, seconds: float) -> None:
+        """Write the final line with the overall rate (`done` in `seconds`), and end it."""
+        rate = done / seconds if seconds > 0 else 0.0
+        line = format_progress(self.label, done, self.total, rate, seconds, bar=self.tty)
+        self.stream.write(("\r" + line + "\x1b[K\n") if self.tty else line + "\n")
+        self.stream.flush()
+        self.done = self.written = done
+
     def close(self) -> None:
         """Write the final state (unless just written) and end the line."""
         if self.written != self.done:

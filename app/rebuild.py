@@ -355,15 +355,18 @@ def run_rebuild(
     began = time.monotonic()
     try:
         worker.start()
+        say(
+            "starting the rebuild worker: it joins its consumer group and gets its partitions "
+            f"(up to the rebalance timeout, {settings.rebalance_timeout:g} s); its log: {log_file}"
+        )
         worker.wait_ready(timeout=180)
         ready = time.monotonic()
         bar = ProgressLine(progress, f"rebuild {version}", plan.total)
         stats, last_change = _follow(worker, settings, topics, plan, bar, began, timeout)
-        bar.update(plan.total, force=True)
-        bar.close()
         report = RebuildReport(
             version, app_id, plan.total, last_change - ready, ready - began, stats, log_file
         )
+        bar.finish(report.events, report.seconds)  # the summary's rate, not the last window's
         say(_caught_up_message(report, settings))
         if keep_running and wait_forever is not None:
             say("the rebuild worker keeps following the input (outputs muted); Ctrl-C stops it")

@@ -153,3 +153,34 @@ def test_dead_letter_list_refuses_an_unknown_topic(broker: Broker, isolated: Iso
     assert "--topic 'nosuch': no such topic on the broker" in result.stderr
     known = cardstream("dead-letter", "list", "--topic", "events", env=env)
     assert known.returncode == 0, known.stderr
+
+
+def test_rebuild_on_the_embedded_broker_takes_its_settings_by_itself(
+    broker: Broker, isolated: Isolated, tmp_path: Path
+) -> None:
+    """Without the CARDSTREAM_* embedded-broker settings, rebuild finds the embedded
+    broker and uses them (before: ~30 s silent while the group join waited), and says
+    what it waits for."""
+    env = {
+        "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
+        "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+        "CARDSTREAM_APP_ID": f"a{uuid.uuid4().hex[:8]}",
+        "CARDSTREAM_DATA_DIR": str(tmp_path / "data"),
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CARDSTREAM_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "rebuild", "--state-version", "v2"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "starting the rebuild worker: it joins its consumer group" in result.stdout
+    if not broker.embedded:  # Apache Kafka: the settings as given
+        assert "embedded broker" not in result.stderr
+    else:
+        assert "embedded broker: using its settings CARDSTREAM_SESSION_TIMEOUT=6" in result.stderr
+        assert "CARDSTREAM_REBALANCE_TIMEOUT=4" in result.stderr
+        assert "(up to the rebalance timeout, 4 s)" in result.stdout
+    assert "caught up: state version 'v2'" in result.stdout

@@ -140,6 +140,28 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
     assert "[############------------]  50% 5/10" in text
 
 
+def test_progress_finishes_with_the_overall_rate_the_summary_gives() -> None:
+    """The last line's rate was the last window's (the quiet wait at the end made it
+    low); it is now the whole run's, as in the summary (issue 13.8)."""
+    out = io.StringIO()
+    clock = FakeClock()
+    bar = ProgressLine(out, "rebuild v2", 1000, every=5.0, clock=clock)
+    bar.update(0)
+    clock.now += 4
+    bar.update(1000)  # within 5 s: not shown
+    clock.now += 10  # waiting to be sure it is caught up
+    bar.update(1000)
+    bar.finish(1000, 4.0)
+    bar.close()  # nothing more
+    assert out.getvalue().splitlines()[-2:] == [
+        "rebuild v2 100% 1,000/1,000 events 0/s elapsed 14s ETA 0s",  # the last window
+        "rebuild v2 100% 1,000/1,000 events 250/s elapsed 4s ETA 0s",
+    ]
+    terminal = Terminal()
+    ProgressLine(terminal, "r", 10, clock=clock).finish(10, 2.0)
+    assert terminal.getvalue().endswith("5/s elapsed 2s ETA 0s\x1b[K\n")
+
+
 # --------------------------------------------------------------------------- rebuild plan
 
 
