@@ -296,6 +296,10 @@ def test_card_command_and_activity_filter(
     assert orjson.loads(as_json.stdout)["summary"]["receipts_total"] == 42.0
     unknown = cardstream("C-404")
     assert unknown.returncode == 1 and "unknown customer C-404" in unknown.stderr
+    bad_link = cardstream("--link", "phone=abc")  # the worker's reason, not a raw dict
+    assert bad_link.returncode == 1
+    assert bad_link.stderr.startswith("Error: the worker answered 400: "), bad_link.stderr
+    assert "{" not in bad_link.stderr and "phone" in bad_link.stderr
 
 
 def test_interest_expires_by_the_clock_and_survives_a_restart(
