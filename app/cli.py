@@ -49,6 +49,24 @@ def _reach(settings: Settings) -> Cluster:
         raise click.ClickException(str(exc)) from exc
 
 
+def _check_web_port(host: str, port: int) -> None:
+    """One clear line, not a traceback from inside the worker, when the port is taken."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from exc
+            raise click.ClickException(
+                f"port {port} on {host} is already in use (another worker?); pick another "
+                "with --web-port or CARDSTREAM_WEB_PORT"
+            ) from exc
+
+
 def _for_the_broker(settings: Settings, cluster: Cluster) -> Settings:
     """On the embedded broker, its settings (short group timeouts, short fetch wait, no
     recovery offset check) for those not set explicitly; elsewhere `settings` as given."""
@@ -232,6 +250,7 @@ def worker(
     from app.main import Worker, create_app
 
     settings = _settings(bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, app_id=app_id)
+    _check_web_port(settings.web_host, settings.web_port)
     with suppress(BrokerUnreachable):  # else the worker waits for the broker itself
         settings = _for_the_broker(settings, probe_cluster(settings.bootstrap))
     app = create_app(settings)

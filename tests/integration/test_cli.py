@@ -184,3 +184,23 @@ def test_rebuild_on_the_embedded_broker_takes_its_settings_by_itself(
         assert "CARDSTREAM_REBALANCE_TIMEOUT=4" in result.stderr
         assert "(up to the rebalance timeout, 4 s)" in result.stdout
     assert "caught up: state version 'v2'" in result.stdout
+
+
+def test_worker_on_a_busy_port_says_so_in_one_line(broker: Broker, isolated: Isolated) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {
+            "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
+            "CARDSTREAM_TOPICS_FILE": str(isolated.topics_file),
+            "CARDSTREAM_WEB_PORT": str(port),
+        }
+        result = cardstream("worker", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: port {port} on 127.0.0.1 is already in use (another worker?); pick another "
+        "with --web-port or CARDSTREAM_WEB_PORT"
+    ]
