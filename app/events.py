@@ -10,10 +10,13 @@ error names the field, so a producer learns exactly what to fix.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -356,9 +359,121 @@ def normalize_event(event: AnyEvent, default_region: str) -> AnyEvent:
     return event
 
 
+# What the validator cannot see, because its JSON reader takes the last of two values
+# of one key and decodes escapes before any field sees them: duplicate keys, and
+# control characters written as escapes (a raw one is not JSON at all). Both checks
+# cost almost nothing on the common path (no escapes, no duplicates): see
+# `json_text_fault`.
+
+#: Escapes that may write a control character: \b \f \n \r \t, \u0000-\u001f, \u007f
+#: (`\\n`, an escaped backslash before an n, matches too: it only costs the slow path).
+_CONTROL_ESCAPE = re.compile(rb"\\(?:[bfnrt]|u00(?:[01][0-9a-fA-F]|7[fF]))")
+#: Escapes that may write a colon (\u003a): they would upset the count of colons.
+_COLON_ESCAPE = b"\\u003"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Free text may hold tab, line feed and carriage return; names and identifiers may not.
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: Fields of type `Text` (free text), and `Identify.attributes`, whose values are text.
+TEXT_FIELDS = frozenset({"url", "question", "answer", "note"})
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A `json.loads` object hook: the object, or _DuplicateKey for a key given twice."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _control_character(data: Any, path: list[str | int]) -> str | None:
+    """Where the first string of `data` holds a control character it may not, and which."""
+    if isinstance(data, str):
+        text = bool(path) and (path[-1] in TEXT_FIELDS or path[0] == "attributes")
+        found = (_CONTROL_IN_TEXT if text else _CONTROL).search(data)
+        if found is None:
+            return None
+        where = ".".join(str(p) for p in path)
+        allowed = (
+            "free text may hold tab and line breaks only"
+            if text
+            else "a name or an id may hold none"
+        )
+        return (
+            f"{where}: control character U+{ord(found.group()):04X} at position "
+            f"{found.start()}: {allowed}"
+        )
+    if isinstance(data, dict | list):
+        for key, value in data.items() if isinstance(data, dict) else enumerate(data):
+            if (fault := _control_character(value, [*path, key])) is not None:
+                return fault
+    return None
+
+
+def json_text_fault(raw: bytes) -> str | None:
+    """Why the JSON text of a valid event must still be refused, or None.
+
+    A key given twice in one object (at any depth): JSON readers keep one of its
+    values, so what was meant is unknown. A control character written as an escape
+    in a string: names and ids may hold none, free text (`TEXT_FIELDS`, attribute
+    values) only tab, line feed and carriage return.
+
+    Duplicate keys are counted, not looked for: every key writes one colon outside
+    strings, and nothing else does, so with no escape that writes a colon the colons
+    of `raw` and of its re-encoding (`orjson`, which keeps one value per key) agree
+    exactly when no key was dropped. Only a mismatch, an escaped colon or what orjson
+    cannot read takes the slow path (`json.loads` with a hook), which names the key.
+    Control characters are looked for only when `raw` holds a DEL or an escape that
+    may write one.
+    """
+    escapes = b"\\" in raw
+    try:
+        data = orjson.loads(raw)
+        counted = not (escapes and _COLON_ESCAPE in raw) and (
+            orjson.dumps(data).count(b":") == raw.count(b":")
+        )
+    # NaN, a number past a double: pydantic's reader takes what orjson's refuses
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        counted = False
+    if not counted:
+        try:
+            data = json.loads(raw, object_pairs_hook=_unique_pairs)
+        except _DuplicateKey as dup:
+            return (
+                f"event: duplicate key {dup.key[:100]!r} in one JSON object: "
+                "each key may appear once (which of its values was meant?)"
+            )
+        except (ValueError, RecursionError) as exc:
+            return f"event: JSON not readable as one value per key: {exc}"
+    # JSON text holds no raw control character but DEL: the others come as escapes
+    if b"\x7f" in raw or (escapes and _CONTROL_ESCAPE.search(raw) is not None):
+        fault = _control_character(data, [])
+        if fault is not None:
+            kind = data.get("type") if isinstance(data, dict) else None
+            return f"{kind}.{fault}" if isinstance(kind, str) else fault
+    return None
+
+
 def accept_record(raw: bytes | str, default_region: str) -> AnyEvent:
-    """Parse and normalise one input record; raises InvalidEvent saying what is wrong."""
-    return normalize_event(parse_event(raw), default_region)
+    """Parse and normalise one input record; raises InvalidEvent saying what is wrong.
+
+    Beyond the models: no key twice in one object, no control character in a name
+    or an id, none but tab and line breaks in free text (`json_text_fault`).
+    """
+    event = parse_event(raw)
+    fault = json_text_fault(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass"))
+    if fault is not None:
+        raise InvalidEvent(fault)
+    return normalize_event(event, default_region)
 
 
 #: The reason a record without a value (null: headers only, or a tombstone) is refused.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.events import (
     EVENT_MODELS,
@@ -16,6 +19,7 @@ from app.events import (
     accept_record,
     event_key,
     event_to_json,
+    json_text_fault,
     parse_event,
 )
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
@@ -231,3 +235,192 @@ def test_a_valid_event_near_the_limit_is_taken_in() -> None:
     padded = tag[:-1] + b" " * (LIMIT - len(tag)) + b"}"  # JSON whitespace
     assert len(padded) == LIMIT
     assert accept_input(padded, "PL").type == "tag"
+
+
+# -- what the validator cannot see: duplicate keys, escaped control characters ------
+
+
+def with_duplicate(event: dict, at: bytes, duplicate: bytes) -> bytes:
+    """The event's JSON with `duplicate` (`"key":value`) written right after `at`."""
+    raw = as_json(event)
+    assert raw.count(at) == 1, at
+    return raw.replace(at, at + b"," + duplicate)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        # the report's case: the last customer_id would win
+        (
+            with_duplicate(
+                make_event("tag", customer_id="C-A", tag="vip"),
+                b'"tag":"vip"',
+                b'"customer_id":"C-B"',
+            ),
+            "customer_id",
+        ),
+        (
+            with_duplicate(make_receipt(customer_id="C-1"), b'"total":129.9', b'"total":1.0'),
+            "total",
+        ),
+        (  # inside an item
+            with_duplicate(make_receipt(customer_id="C-1"), b'"price":129.9', b'"price":0.0'),
+            "price",
+        ),
+        (  # inside a link
+            with_duplicate(
+                make_event(
+                    "tag", customer_id=None, link={"name": "device", "value": "d-1"}, tag="a"
+                ),
+                b'"value":"d-1"',
+                b'"value":"d-2"',
+            ),
+            "value",
+        ),
+        (  # a key of the links map
+            with_duplicate(
+                make_identify(customer_id="C-1", links={"email": "a@x.pl"}),
+                b'"email":"a@x.pl"',
+                b'"email":"b@x.pl"',
+            ),
+            "email",
+        ),
+        (  # a key of the attributes map, the same value twice
+            with_duplicate(
+                make_identify(customer_id="C-1", attributes={"city": "Kraków"}),
+                '"city":"Kraków"'.encode(),
+                '"city":"Kraków"'.encode(),
+            ),
+            "city",
+        ),
+    ],
+)
+def test_a_key_given_twice_in_one_object_is_refused(raw: bytes, key: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        accept_record(raw, "PL")
+    assert err.value.kind == "invalid_event"
+    assert err.value.reason.startswith(f"event: duplicate key '{key}' in one JSON object")
+
+
+def test_a_duplicate_is_found_whatever_the_spacing_and_escapes() -> None:
+    """The colon count is fooled by neither spaces before colons nor an escaped colon."""
+    spaced = (
+        b'{"type" : "tag", "event_id" : "t-1", "ts" : "2026-11-02T10:00:00+00:00",'
+        b' "channel" : "web", "customer_id" : "C-A", "tag" : "a", "tag" : "b"}'
+    )
+    escaped_colon = spaced.replace(b'"C-A"', b'"C\\u003aA"')
+    for raw in (spaced, escaped_colon, spaced.decode()):
+        with pytest.raises(InvalidEvent, match="duplicate key 'tag'"):
+            accept_record(raw, "PL")
+    assert accept_record(escaped_colon.replace(b', "tag" : "b"', b""), "PL").customer_id == "C:A"
+
+
+def test_the_same_key_in_different_objects_is_no_duplicate() -> None:
+    items = [{"product_id": f"P-{n}", "name": "Boots", "price": 1.0} for n in range(3)]
+    receipt = make_receipt(
+        customer_id=None,
+        link={"name": "loyalty_card", "value": "7001"},
+        store={"id": "S-1", "name": "Galeria"},
+        items=items,
+        total=3.0,
+    )
+    event = accept_record(as_json(receipt), "PL")
+    assert isinstance(event, Receipt) and len(event.items) == 3
+
+
+@pytest.mark.parametrize(
+    ("event", "where", "char"),
+    [
+        (make_event("tag", customer_id="C-1", tag="v\x00ip"), "tag.tag", "U+0000"),
+        (
+            make_identify(customer_id="C-1", attributes={"first_name": "A\x00nn"}),
+            "identify.attributes.first_name",
+            "U+0000",
+        ),
+        (
+            make_identify(customer_id="C-1", links={"email": "a\x00@x.pl"}),
+            "identify.links.email",
+            "U+0000",
+        ),
+        (
+            make_event(
+                "tag", customer_id=None, link={"name": "device", "value": "d\x1b1"}, tag="a"
+            ),
+            "tag.link.value",
+            "U+001B",
+        ),
+        (
+            make_receipt(
+                customer_id="C-1", items=[{"product_id": "P", "name": "Bo\nots", "price": 1.0}]
+            ),
+            "receipt.items.0.name",
+            "U+000A",
+        ),
+        (
+            make_receipt(customer_id="C-1", store={"id": "S-1", "name": "Gal\teria"}),
+            "receipt.store.name",
+            "U+0009",
+        ),
+        (
+            make_event("call_center", customer_id="C-1", reason="x", note="bell\x07"),
+            "call_center.note",
+            "U+0007",
+        ),
+        (make_event("page_view", customer_id="C-1", url="/a\x7f"), "page_view.url", "U+007F"),
+    ],
+)
+def test_a_control_character_is_refused_with_its_field(event: dict, where: str, char: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        accept_record(as_json(event), "PL")
+    assert err.value.reason.startswith(f"{where}: control character {char} at position ")
+
+
+def test_free_text_may_hold_tab_and_line_breaks_and_an_escaped_backslash_is_no_control() -> None:
+    note = make_event("call_center", customer_id="C-1", reason="x", note="line 1\r\nline 2\tend")
+    assert accept_record(as_json(note), "PL").type == "call_center"
+    address = make_identify(customer_id="C-1", attributes={"address": "Main St 1\nKraków"})
+    assert accept_record(as_json(address), "PL").type == "identify"
+    backslash_n = make_event("tag", customer_id="C-1", tag="C:\\new")  # a backslash, then n
+    assert b"\\\\new" in as_json(backslash_n)
+    assert accept_record(as_json(backslash_n), "PL").type == "tag"
+
+
+def _json_texts() -> st.SearchStrategy[str]:
+    """JSON texts of nested objects whose keys often repeat, written many ways: spaces and
+    line breaks around colons, colons and quotes in strings, escaped or not."""
+    space = st.sampled_from(["", " ", "\n  "])
+    chunk = st.sampled_from(["x", ":", "\\u003a", "\\u003A", '\\"', '\\":', "\\\\", "é", "\\u00e9"])
+    string = st.lists(chunk, max_size=4).map(lambda parts: '"' + "".join(parts) + '"')
+    key = st.sampled_from(['"a"', '"b"', '"a:b"', '"a\\u003ab"', '"\\u0061"'])
+    leaf = string | st.sampled_from(["1", "-2.5e3", "true", "null"])
+
+    def containers(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        member = st.tuples(key, space, space, inner).map(lambda m: f"{m[0]}{m[1]}:{m[2]}{m[3]}")
+        objects = st.lists(member, max_size=4).map(lambda ms: "{" + ", ".join(ms) + "}")
+        arrays = st.lists(inner, max_size=3).map(lambda vs: "[" + ",".join(vs) + "]")
+        return objects | arrays
+
+    return st.recursive(leaf, containers, max_leaves=12).filter(lambda t: t.startswith("{"))
+
+
+def _has_duplicate_key(text: str) -> bool:
+    """The oracle: does any object of `text` give one key twice?"""
+    found = False
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        nonlocal found
+        found = found or len({k for k, _ in items}) != len(items)
+        return dict(items)
+
+    json.loads(text, object_pairs_hook=pairs)
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_texts())
+def test_duplicate_keys_are_found_exactly_however_the_json_is_written(text: str) -> None:
+    fault = json_text_fault(text.encode())
+    if _has_duplicate_key(text):
+        assert fault is not None and fault.startswith("event: duplicate key"), text
+    else:
+        assert fault is None, (text, fault)
