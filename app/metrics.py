@@ -123,8 +123,9 @@ def worker_families(counts: WorkerCounts) -> list[Metric]:
         _family(
             counter,
             "takeovers",
-            "Links a customer took from another known customer, as recorded by its guard",
-            [((), stats.agents["guard.record_takeover"])],
+            "Links a customer took from another known customer (moves its guard granted; "
+            "refused takeovers are not counted)",
+            [((), stats.agents["change.reassigned"])],
         ),
         _family(counter, "agent_ops", "Messages each agent handled, per op", ops, ["agent", "op"]),
         _family(

@@ -138,6 +138,8 @@ async def send_outs(
     form (`dead_letter_too_large`; `origins[i]`: where `outs[i]` came from, if known).
     """
     for index, out in enumerate(outs):
+        if isinstance(out.message, IdentityChangeRecord):  # what happened, published or not
+            counters[f"change.{out.message.kind}"] += 1
         if out.role in channels.muted:
             counters[f"muted.{out.role}"] += 1
             continue
@@ -149,8 +151,6 @@ async def send_outs(
             await dead_letter_too_large(channels, counters, out.role, key, value, headers, origin)
             continue
         counters[f"sent.{out.role}"] += 1
-        if isinstance(out.message, IdentityChangeRecord):
-            counters[f"change.{out.message.kind}"] += 1
         await channels.by_role(out.role).send(key=key, value=value, headers=headers or None)
 
 
