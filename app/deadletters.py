@@ -40,6 +40,7 @@ import orjson
 from confluent_kafka import KafkaException
 
 from app.events import Identify, InvalidEvent, accept_record, event_key, event_to_json
+from app.limits import TRUNCATED_HEADER
 from app.offsets import OffsetsError, end_offsets, partitions_of, read_records
 from app.topics import Topics
 
@@ -79,6 +80,9 @@ class DeadLetter:
     source_partition: int | None
     source_offset: int | None
     rejected_at: str | None
+    #: The letter holds a bounded form of a record over the size limit (`app.limits`):
+    #: its value is a description with the first bytes, not the record.
+    truncated: bool = False
 
     @property
     def id(self) -> str:
@@ -137,6 +141,7 @@ def letter_from_record(
         source_partition=_int_or_none(found.get(SOURCE_PARTITION_HEADER)),
         source_offset=_int_or_none(found.get(SOURCE_OFFSET_HEADER)),
         rejected_at=found.get(REJECTED_AT_HEADER),
+        truncated=TRUNCATED_HEADER in found,
     )
 
 
@@ -416,7 +421,15 @@ def plan_replay(
     steps: list[ReplayStep] = []
     for letter in letters:
         if fixes is None:
-            if letter.source_topic not in inputs:
+            if letter.truncated:
+                steps.append(
+                    ReplayStep(
+                        letter,
+                        problem="the letter holds only the start of a record over the size "
+                        "limit, not the record; not replayed (send a fixed event with --fixed)",
+                    )
+                )
+            elif letter.source_topic not in inputs:
                 steps.append(
                     ReplayStep(
                         letter,

@@ -310,6 +310,27 @@ def test_unfixed_replay_sends_the_original_bytes_back_to_input_topics_only() -> 
     assert steps[3].problem is not None and "(none)" in steps[3].problem
 
 
+def test_a_truncated_letter_is_not_replayed_as_if_it_were_the_record() -> None:
+    """The bounded letter of a record over the limit holds a description and the first
+    bytes: sending that back would feed the inputs a fragment."""
+    got = letter_from_record(
+        0,
+        7,
+        b"k",
+        b'{"truncated": true, "original_bytes": 3000000}',
+        [
+            ("cdp.reason", b"record too large"),
+            ("cdp.source-topic", EVENTS.encode()),
+            ("cdp.truncated", b"value"),
+        ],
+    )
+    assert got.truncated
+    [step] = plan_replay([got], TOPICS)
+    assert not step.sendable
+    assert step.problem is not None and "only the start of a record" in step.problem
+    assert not letter_from_record(0, 8, b"k", b"{}", [("cdp.source-topic", EVENTS)]).truncated
+
+
 def test_fixed_replay_validates_normalises_and_keys_the_fix() -> None:
     identify = make_identify(
         customer_id="C-7", links={"email": " Eve@X.PL "}, event_id="i-7", attributes={}
