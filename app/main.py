@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import aiokafka
+import click
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
@@ -20,7 +21,9 @@ from app.rebalance import use_rebalance_fixes
 from app.settings import Settings
 from app.topics import load_topics
 from app.web import routes, staff
-from app.web.auth import ApiCredentials, auth_middleware
+from app.web.auth import ApiCredentials, auth_middleware, is_loopback
+
+log = logging.getLogger(__name__)
 
 _AIOKAFKA_CONSUMER = aiokafka.AIOKafkaConsumer
 
@@ -77,8 +80,36 @@ class Worker(faust.Worker):
             logger.setLevel(level)
 
 
+class StartRefused(click.ClickException):
+    """A worker that must not start as configured: the command prints the one-line
+    message and exits 1."""
+
+
+def check_web_exposure(settings: Settings) -> None:
+    """Refuse (StartRefused) a web server that would serve every card to the network: bound
+    to a non-loopback address without credentials, unless `allow_open`; then log a warning."""
+    if is_loopback(settings.web_host) or ApiCredentials.from_settings(settings).required:
+        return
+    host = f"CARDSTREAM_WEB_HOST={settings.web_host}"
+    if not settings.allow_open:
+        raise StartRefused(
+            f"refusing to serve every card without credentials on {host} (not a loopback "
+            "address): set CARDSTREAM_API_TOKEN (or CARDSTREAM_API_USER and "
+            "CARDSTREAM_API_PASSWORD), bind to 127.0.0.1, or set CARDSTREAM_ALLOW_OPEN=true "
+            "if only trusted machines can reach this address"
+        )
+    log.warning(
+        "serving every card without credentials on %s (CARDSTREAM_ALLOW_OPEN=true): anyone "
+        "who can reach this address can read them; set CARDSTREAM_API_TOKEN unless the "
+        "network is private",
+        host,
+    )
+
+
 def create_app(settings: Settings) -> faust.App:
-    """The worker's Faust app with every agent, table and web route registered."""
+    """The worker's Faust app with every agent, table and web route registered; raises
+    StartRefused when its web server would be open to the network (`check_web_exposure`)."""
+    check_web_exposure(settings)
     topics = load_topics(settings.topics_file)
     credentials = ApiCredentials.from_settings(settings)
     app = faust.App(
@@ -103,6 +134,12 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_request_size=topics.dead_letter.max_message_bytes or 1_048_576,
         key_serializer="raw",
         web_application_options={"middlewares": [auth_middleware(credentials)]},
+        # Faust's own routes (/table/..., /router/..., /graph/...) show raw state: never served
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         value_serializer="raw",
         autodiscover=False,
         # Faust's worker installs this in place of its own text handler (None: keep it)

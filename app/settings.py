@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     )
     web_host: str = Field("127.0.0.1", description="Address the worker's web server binds to")
     web_port: int = Field(6066, description="Port of the worker's web server (lookup API, /health)")
+    allow_open: bool = Field(
+        False,
+        description="Serve the web server on a non-loopback address without credentials (a "
+        "warning is logged); without it such a worker refuses to start",
+    )
     topics_file: Path | None = Field(
         None, description="Topic declarations; default: topics/topics.toml of the source tree"
     )

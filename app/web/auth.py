@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import hmac
 import html
+import ipaddress
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -174,6 +175,17 @@ def request_headers(
         pair = base64.b64encode(f"{user}:{password}".encode()).decode()
         return {"Authorization": f"Basic {pair}"}
     return {}
+
+
+def is_loopback(host: str) -> bool:
+    """True when a server bound to `host` is reachable from this machine only: a loopback
+    address or `localhost`. Any other name counts as reachable (it could be anything)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def is_open_path(path: str) -> bool:

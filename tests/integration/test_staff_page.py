@@ -6,7 +6,10 @@ These tests fail, never skip, when the browser is missing: the page is a feature
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from app.runner import WorkerProcess
+from app.broker import free_port
+from app.runner import WorkerProcess, worker_env
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 from tests.integration.test_identity import assert_equal, eventually, send
@@ -285,6 +289,8 @@ def test_requests_without_the_token_are_refused_and_staff_sign_in_with_it(
         assert get(worker.url + path, bearer) == 200, path
     assert get(worker.url + "/profiles/C-1/changes") == 401
     assert get(worker.url + "/health") == 200
+    for path in ("/table/", "/router/", "/router/topics", "/graph/"):  # Faust's raw state
+        assert get(worker.url + path, bearer) == 404, path
 
     response = page.goto(worker.url + "/staff/?profile=C-1")
     assert response.status == 401
@@ -341,3 +347,35 @@ def test_pages_on_both_workers_stay_live_whichever_owns_the_customer(
     finally:
         for context in contexts:
             context.close()
+
+
+def test_a_worker_on_the_network_without_credentials_refuses_to_start(tmp_path: Any) -> None:
+    """No broker needed: the worker stops before it connects (it would hang on this one)."""
+    env = worker_env(
+        web_host="0.0.0.0", web_port=free_port(), data_dir=tmp_path, bootstrap="127.0.0.1:1"
+    )
+    for name in ("API_TOKEN", "API_USER", "API_PASSWORD", "ALLOW_OPEN"):
+        env.pop(f"CARDSTREAM_{name}", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "worker"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        cwd=os.getcwd(),
+    )
+    assert done.returncode != 0
+    err = done.stderr.decode()
+    assert "Traceback" not in err
+    [line] = err.strip().splitlines()  # one line saying what to do
+    assert "CARDSTREAM_API_TOKEN" in line and "CARDSTREAM_ALLOW_OPEN=true" in line
+
+
+def test_an_open_worker_on_the_network_warns_and_serves_no_raw_state(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_worker(web_host="0.0.0.0", web_advertised_host="127.0.0.1", allow_open=True)
+    assert get(worker.url + "/customers/C-404") == 404  # open: no credentials asked
+    for path in ("/table/", "/router/", "/router/topics", "/graph/"):
+        assert get(worker.url + path) == 404, path
+    log = worker.log_file.read_text(errors="replace")
+    assert "without credentials" in log and "0.0.0.0" in log

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from app.web.auth import (
     SESSION_COOKIE,
     ApiCredentials,
     auth_middleware,
+    is_loopback,
     request_headers,
     safe_next,
     without_token,
@@ -325,3 +327,52 @@ def test_a_slow_page_keeps_the_newest_notices_and_close_all_ends_every_stream() 
 
 def test_server_sent_event_format() -> None:
     assert server_sent_event("change", b'{"a":1}') == b'event: change\ndata: {"a":1}\n\n'
+
+
+# --------------------------------------------------------------------------- exposure
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.1.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),  # every address
+        ("10.1.2.3", False),
+        ("worker-1.internal", False),  # a name could be anything
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_an_open_server_on_the_network_is_refused_unless_allowed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from app.main import StartRefused, check_web_exposure
+
+    with pytest.raises(StartRefused) as refused:
+        check_web_exposure(Settings(web_host="0.0.0.0"))
+    message = refused.value.format_message()
+    assert "\n" not in message
+    for hint in ("CARDSTREAM_WEB_HOST=0.0.0.0", "CARDSTREAM_API_TOKEN", "CARDSTREAM_ALLOW_OPEN"):
+        assert hint in message
+    assert refused.value.exit_code != 0
+    # fine: loopback, or credentials of either kind; no warning
+    with caplog.at_level(logging.WARNING):
+        check_web_exposure(Settings(web_host="127.0.0.1"))
+        check_web_exposure(Settings(web_host="0.0.0.0", api_token=TOKEN))
+        check_web_exposure(Settings(web_host="0.0.0.0", api_user="u", api_password="p"))
+        check_web_exposure(Settings(web_host="127.0.0.1", allow_open=True))
+    assert caplog.records == []
+    # allowed, with a warning
+    with caplog.at_level(logging.WARNING):
+        check_web_exposure(Settings(web_host="0.0.0.0", allow_open=True))
+    [warning] = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "without credentials" in warning.getMessage()
