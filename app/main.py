@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 import click
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from app.agents import identity, intake, profiles
 from app.agents.stats import WorkerStats
@@ -22,6 +23,7 @@ from app.settings import Settings
 from app.topics import load_topics
 from app.web import routes, staff
 from app.web.auth import ApiCredentials, auth_middleware, is_loopback
+from app.web.refusals import log_refusals_without_content
 
 log = logging.getLogger(__name__)
 
@@ -169,4 +171,5 @@ def create_app(settings: Settings) -> faust.App:
     identity.register(app, channels, tables, settings, stats)
     routes.register(app, settings, tables, stats)
     staff.register(app, tables, watch, credentials)
+    log_refusals_without_content(cast(AiohttpWeb, app.web))  # no path or header in the log
     return app

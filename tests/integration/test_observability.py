@@ -9,6 +9,7 @@ and neither its log nor its metrics may hold the personal data sent.
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from collections.abc import Callable
 from urllib.parse import quote
@@ -201,3 +202,36 @@ def assert_has(found: set[str], event_id: str) -> None:
 
 def assert_is(actual: object, expected: object) -> None:
     assert actual == expected
+
+
+def raw_request(worker: WorkerProcess, request: bytes) -> bytes:
+    """Send `request` as is; the first line of the worker's answer."""
+    with socket.create_connection(("127.0.0.1", worker.web_port), timeout=5) as connection:
+        connection.sendall(request)
+        return connection.recv(200).split(b"\r\n", 1)[0]
+
+
+def test_a_refused_request_logs_neither_its_path_nor_its_cookie(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """aiohttp refuses a request line or header over 8 KiB before any route or middleware;
+    its error used to quote the line: the email in the path, the session in the cookie."""
+    worker = start_worker(log_format="json", api_token="observability-token")
+    session = "v2.1800000000.nonce-from-the-cookie.0123abcd"
+    long_path = f"GET /links/email/{EMAIL}/card?pad={'x' * 9000} HTTP/1.1\r\nHost: w\r\n\r\n"
+    long_cookie = (
+        f"GET /links/email/{EMAIL}/card HTTP/1.1\r\nHost: w\r\n"
+        f"Cookie: cardstream_session={session}{'y' * 9000}\r\n\r\n"
+    )
+    for request in (long_path, long_cookie):
+        assert raw_request(worker, request.encode()) == b"HTTP/1.0 400 Bad Request"
+    assert worker.get("/health")[0] == 200  # still serving
+    worker.stop()
+    text = worker.log_file.read_text()
+    for secret in (EMAIL, "ann.secret", session, "nonce-from-the-cookie"):
+        assert secret not in text, f"{secret!r} leaked into the worker's log"
+    lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+    refused = [line for line in lines if line["message"].startswith("refused a request")]
+    assert [line.get("route") for line in refused] == ["/links/{name}/{value}/card", None]
+    assert all(line["level"] == "warning" and "exception" not in line for line in refused)
+    assert {line["limit_bytes"] for line in refused} == {8190}

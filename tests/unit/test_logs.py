@@ -189,3 +189,119 @@ def test_settings_refuse_an_unknown_log_level_or_format(field: str, bad: str) ->
 
     with pytest.raises(ValueError, match=f"CARDSTREAM_{field.upper()}"):
         Settings(**{field: bad})
+
+
+# --------------------------------------------------------------------------- refused requests
+
+SESSION = "v2.1800000000.secret-nonce.0123abcd"
+ROUTES = ["/health", "/links/{name}/{value}", "/links/{name}/{value}/card", "/staff/static/{name}"]
+LONG_PATH = f"/links/email/{EMAIL}/card?pad=" + "x" * 9000
+REFUSED = {
+    "long path": f"GET {LONG_PATH} HTTP/1.1\r\nHost: w\r\n\r\n".encode(),
+    "long cookie": (
+        f"GET /links/email/{EMAIL}/card HTTP/1.1\r\nHost: w\r\n"
+        f"Cookie: cardstream_session={SESSION}{'y' * 9000}\r\n\r\n"
+    ).encode(),
+    "bad content length": (
+        f"GET /links/email/{EMAIL}/card HTTP/1.1\r\nHost: w\r\nContent-Length: {EMAIL}\r\n\r\n"
+    ).encode(),
+    "bad method": f"G@T /links/email/{EMAIL}/card HTTP/1.1\r\nHost: w\r\n\r\n".encode(),
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (f"/links/email/{EMAIL}/card", "/links/{name}/{value}/card"),
+        ("/links/email/x", "/links/{name}/{value}"),
+        ("/links/email//card", None),
+        ("/health", "/health"),
+        ("/nowhere", None),
+    ],
+)
+def test_route_template(path: str, expected: str | None) -> None:
+    from app.web.refusals import route_template
+
+    assert route_template(path, ROUTES) == expected
+
+
+def test_a_refusal_is_described_by_kind_limit_method_and_route_only() -> None:
+    from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+    from app.web.refusals import describe_refusal
+
+    quoted = LONG_PATH.encode()[:100] + b"..."  # as aiohttp's parser quotes it
+    assert describe_refusal(LineTooLong(quoted, 8190), ROUTES) == {
+        "refused": "a request line or header field too long",
+        "status": 400,
+        "limit_bytes": 8190,
+        "route": "/links/{name}/{value}/card",
+    }
+    with_method = describe_refusal(LineTooLong(b"GET " + quoted, 8190), ROUTES)
+    assert (with_method["method"], with_method["route"]) == ("GET", "/links/{name}/{value}/card")
+    cookie = describe_refusal(LineTooLong(f"cardstream_session={SESSION}".encode(), 8190), ROUTES)
+    assert "route" not in cookie and "method" not in cookie
+    cut_path = describe_refusal(LineTooLong(f"/links/email/{'a' * 120}".encode()[:100]), ROUTES)
+    assert "route" not in cut_path  # the path may go on: no guess
+    other = describe_refusal(BadHttpMessage(f"Invalid character in Content-Length: {EMAIL}"), [])
+    assert other == {"refused": "a malformed request", "status": 400}
+
+
+def serve_and_send(logger: object, requests: list[bytes]) -> list[bytes]:
+    """Send each raw request to an aiohttp server with `logger`; its answers' first lines."""
+    import asyncio
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def run() -> list[bytes]:
+        app = web.Application()
+        for route in ROUTES:
+            app.router.add_get(route, ok)
+        answers = []
+        server = TestServer(app)
+        await server.start_server(logger=logger)
+        try:
+            for raw in requests:
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                writer.write(raw)
+                await writer.drain()
+                answers.append((await reader.read(200)).split(b"\r\n", 1)[0])
+                writer.close()
+            await asyncio.sleep(0.05)
+        finally:
+            await server.close()
+        return answers
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_a_refused_request_is_logged_without_its_path_or_headers(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiohttp.log import server_logger
+
+    from app.web.refusals import RefusedRequestLog
+
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        # aiohttp's own logger: the control, showing what leaked
+        assert serve_and_send(server_logger, [REFUSED[kind]]) == [b"HTTP/1.0 400 Bad Request"]
+        leaked = caplog.text
+        caplog.clear()
+        safe = RefusedRequestLog(server_logger, lambda: ROUTES)
+        assert serve_and_send(safe, [REFUSED[kind]]) == [b"HTTP/1.0 400 Bad Request"]
+    assert EMAIL in leaked or SESSION in leaked
+    [line] = caplog.records
+    assert line.levelno <= logging.WARNING and line.exc_info is None
+    for secret in (EMAIL, "zofia", SESSION, "secret-nonce", "127.0.0.1"):
+        assert secret not in caplog.text, caplog.text
+    assert line.getMessage().startswith("refused a request with ")
+    if kind == "long path":
+        assert line.getMessage() == (
+            "refused a request with a request line or header field too long "
+            "(over 8190 bytes) to /links/{name}/{value}/card: 400"
+        )
