@@ -1,7 +1,8 @@
 """Who may use a worker's web server: the API token, basic-auth credentials, the staff cookie.
 
 When `CARDSTREAM_API_TOKEN` and/or `CARDSTREAM_API_USER` + `CARDSTREAM_API_PASSWORD`
-are set, every route except `/health`, the sign-in page and the page's static files
+are set, every route except `/health`, `/` (a redirect to the staff page), the sign-in
+page and the page's static files
 refuses a request (401) that does not carry one of:
 
 * `Authorization: Bearer TOKEN`;
@@ -41,8 +42,9 @@ from app.settings import Settings
 
 #: Name of the staff session cookie.
 SESSION_COOKIE = "cardstream_session"
-#: Paths anyone may open: the health check, the sign-in page, the page's static files.
-OPEN_PATHS = frozenset({"/health", "/staff/login"})
+#: Paths anyone may open: the health check, the sign-in page, the page's static files,
+#: and `/`, which only sends a browser on to the staff page.
+OPEN_PATHS = frozenset({"/", "/health", "/staff/login"})
 OPEN_PREFIXES = ("/staff/static/",)
 #: Where the sign-in form may send the browser back to.
 STAFF_PREFIX = "/staff"

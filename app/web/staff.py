@@ -86,8 +86,13 @@ def register(app: faust.App, tables: Tables, watch: CardWatch, credentials: ApiC
         )
         if name.endswith(".html"):
             response.charset = "utf-8"
-        response.headers["Cache-Control"] = "no-cache"
+        response.headers["Cache-Control"] = "no-store"  # the page may show personal data
         return cast(Response, response)
+
+    @app.page("/")
+    async def root(web_view: View, request: Request) -> Response:
+        """A browser opening the worker's address lands on the staff page."""
+        return cast(Response, web.Response(status=302, headers={"Location": "/staff/"}))
 
     @app.page("/staff")
     async def staff_root(web_view: View, request: Request) -> Response:

@@ -292,6 +292,8 @@ def test_requests_without_the_token_are_refused_and_staff_sign_in_with_it(
     for path in ("/table/", "/router/", "/router/topics", "/graph/"):  # Faust's raw state
         assert get(worker.url + path, bearer) == 404, path
 
+    response = page.goto(worker.url + "/")  # the worker's address: to the staff page
+    assert page.url == worker.url + "/staff/" and response.status == 401
     response = page.goto(worker.url + "/staff/?profile=C-1")
     assert response.status == 401
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
@@ -307,6 +309,10 @@ def test_requests_without_the_token_are_refused_and_staff_sign_in_with_it(
     assert cookie["value"].startswith("v2.") and TOKEN not in cookie["value"]
     assert cookie["expires"] == pytest.approx(signed_in + 12 * 3600, abs=60)  # 12 h by default
     page.wait_for_selector("#live.on")  # the live stream is allowed with the cookie too
+    for path in ("/staff/", "/staff/static/card.js", "/staff/static/card.css"):
+        answer = page.request.get(worker.url + path)
+        assert answer.status == 200, path
+        assert answer.headers["cache-control"] == "no-store", path  # as README promises
 
 
 def test_pages_on_both_workers_stay_live_whichever_owns_the_customer(
