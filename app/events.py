@@ -35,6 +35,14 @@ from app.limits import MAX_RECORD_BYTES, Header, input_too_large_reason, record_
 #: No control characters (a NUL or an escape in an id is an integration bug, not an id).
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_PRINTABLE)]
+#: A CustomerId: an Id that does not start with `~` (anonymous profile ids do:
+#: `~name:value`), so a CustomerId can never be taken for a profile of a link.
+CustomerIdStr = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=256, pattern=r"^[^~\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ),
+]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -82,7 +90,9 @@ class _Envelope(_Model):
     event_id: Id = Field(description="Unique per event; duplicates are recognised by it")
     ts: EventTime = Field(description="When it happened, ISO 8601 with an offset")
     channel: Id = Field(description="The sending system: website, app, store, call_center, ...")
-    customer_id: Id | None = Field(None, description="The master system's stable CustomerId")
+    customer_id: CustomerIdStr | None = Field(
+        None, description="The master system's stable CustomerId (never starts with ~)"
+    )
 
 
 class _Behaviour(_Envelope):

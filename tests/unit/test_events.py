@@ -105,6 +105,19 @@ def test_behaviour_event_needs_customer_id_or_link() -> None:
         parse_event(as_json(make_event("tag", customer_id=None, tag="vip")))
 
 
+@pytest.mark.parametrize("kind", ["identify", "tag"])
+def test_a_customer_id_never_looks_like_an_anonymous_profile(kind: str) -> None:
+    """`~name:value` names the profile of a link: a CustomerId starting with `~` would
+    fold into a profile taken for anonymous (its claims were dead-lettered later)."""
+    raw = (
+        make_identify(customer_id="~email:a@b.pl")
+        if kind == "identify"
+        else make_event("tag", customer_id="~email:a@b.pl", tag="vip")
+    )
+    with pytest.raises(InvalidEvent, match=rf"{kind}\.customer_id"):
+        accept_record(as_json(raw), "PL")
+    assert parse_event(as_json(make_identify(customer_id="C~1")))  # inside is fine
+
 def test_link_names_are_codes() -> None:
     bad = make_identify(links={"E-Mail": "a@b.pl"})
     with pytest.raises(InvalidEvent, match=r"links\.E-Mail"):
