@@ -10,6 +10,7 @@ other people. Each key is a kind, a colon and values (`ly:NWK:1990`):
 | `ly` | sound of last name, birth year | a typo in the first name, a moved day |
 | `fd` | sound of first name, birth month and day | a new surname, a typo in the year |
 | `nn` | sounds of first and last name, sorted | swapped names, no birth date |
+| `nc` | codes of first and last name, sorted, sound of city | `lc`, `fc` full in a big city |
 | `lc` | code of last name (and of its words), of city | no birth date (search by name and city) |
 | `fc` | code of first name, of city | a misspelt last name, no birth date |
 | `pc` | postcode, initial of first or last name (two keys) | a misspelt name, swapped names |
@@ -18,7 +19,7 @@ other people. Each key is a kind, a colon and values (`ly:NWK:1990`):
 A sound is the Metaphone code of the compacted name (first six letters), so
 `Kowalski` and `Kowalsky` sound alike; a name's or city's codes are its sound
 and its first three letters, so that a typo rarely changes both; `lc` and `fc`
-take each pair of codes (four keys). About 13 keys per person with every field
+take each pair of codes (four keys). About 15 keys per person with every field
 known.
 
 A worker keeps one table `key → Block`; a block holds at most `cap` profile ids
@@ -75,17 +76,20 @@ def _keys(
 ) -> list[str]:
     firsts = [n for n in firsts if n]
     lasts = [n for n in lasts if n]
+    pairs = [(first, last) for first, last in name_pairs if first and last]
     year, month_day = birth_date[:4], birth_date[4:]
     keys: list[str] = []
     if birth_date:
         keys.append(f"d:{birth_date}")
         keys.extend(f"ly:{sound(last)}:{year}" for last in lasts)
         keys.extend(f"fd:{sound(first)}:{month_day}" for first in firsts)
-    keys.extend(
-        "nn:" + ":".join(sorted((sound(first), sound(last))))
-        for first, last in name_pairs
-        if first and last
-    )
+    keys.extend("nn:" + ":".join(sorted((sound(first), sound(last)))) for first, last in pairs)
+    if city:  # sound with sound, prefix with prefix: common names in big cities stay findable
+        keys.extend(
+            "nc:" + ":".join(sorted(both)) + f":{sound(city)}"
+            for first, last in pairs
+            for both in zip(codes(first), codes(last), strict=True)
+        )
     for kind, names in (("lc", lasts), ("fc", firsts)):
         keys.extend(
             f"{kind}:{name_code}:{city_code}"
