@@ -118,6 +118,7 @@ def test_a_customer_id_never_looks_like_an_anonymous_profile(kind: str) -> None:
         accept_record(as_json(raw), "PL")
     assert parse_event(as_json(make_identify(customer_id="C~1")))  # inside is fine
 
+
 def test_link_names_are_codes() -> None:
     bad = make_identify(links={"E-Mail": "a@b.pl"})
     with pytest.raises(InvalidEvent, match=r"links\.E-Mail"):
