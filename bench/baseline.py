@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 
-from app.broker import die_with_parent, stop_process
+from app.tools.broker import die_with_parent, stop_process
 from bench.harness import Bench, embedded_bench, mixed_records, publish, wait_folded
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import faust
 import orjson
 
-from app.main import set_fetch_max_wait
-from app.runner import EMBEDDED_BROKER_SETTINGS
+from app.tools.runner import EMBEDDED_BROKER_SETTINGS
+from app.worker.main import set_fetch_max_wait
 
 MODE = os.environ.get("BASELINE_MODE", "naive")
 EXPECT = int(os.environ.get("BASELINE_EXPECT", "0"))

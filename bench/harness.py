@@ -12,12 +12,12 @@ from pathlib import Path
 
 import orjson
 
-from app.admin import apply_topics
-from app.broker import EmbeddedBroker
-from app.producer import ChannelProducer
-from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
-from app.scenario import scenario, scenario_clock
-from app.topics import Topics, load_topics
+from app.pipeline.topics import Topics, load_topics
+from app.tools.admin import apply_topics
+from app.tools.broker import EmbeddedBroker
+from app.tools.producer import ChannelProducer
+from app.tools.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
+from app.tools.scenario import scenario, scenario_clock
 
 
 @dataclass

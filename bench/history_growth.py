@@ -26,16 +26,16 @@ from typing import Any
 import orjson
 import rocksdict
 
-from app.agents.factstore import scan_rocksdict
 from app.domain.card import CardSettings
+from app.domain.events import accept_record, event_to_json
 from app.domain.profile import (
     HeadCache,
     ProfileState,
     profile_state_from_json,
 )
-from app.domain.resolution import profile_batch_step
-from app.events import accept_record, event_to_json
-from app.ops import AddFact, encode_op
+from app.pipeline.ops import AddFact, encode_op
+from app.pipeline.steps import profile_batch_step
+from app.worker.agents.factstore import scan_rocksdict
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 CUSTOMER = "C-HEAVY"

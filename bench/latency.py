@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from app.producer import ChannelProducer
+from app.tools.producer import ChannelProducer
 from bench.harness import embedded_bench
 
 

@@ -32,9 +32,9 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
 
-from app.producer import ChannelProducer
-from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
-from app.scenario import scenario_clock
+from app.tools.producer import ChannelProducer
+from app.tools.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
+from app.tools.scenario import scenario_clock
 from bench.harness import Bench, embedded_bench
 from bench.latency import WARM_UP_EVENTS, WARM_UP_FIRST, event, percentile, send_paced
 

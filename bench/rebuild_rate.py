@@ -1,7 +1,7 @@
 """Rebuild rate: events/s of `cardstream rebuild` over N mixed events already in the inputs.
 
 Publishes N events of the demo scenario, then rebuilds them into a fresh state
-version with the rebuild code itself (`app.rebuild.run_rebuild`: one worker,
+version with the rebuild code itself (`app.tools.rebuild.run_rebuild`: one worker,
 outputs muted) and prints the events/s from the worker being ready to its last
 message handled, the worker's start-up time, and the export's size and time.
 
@@ -14,11 +14,11 @@ import argparse
 import io
 import time
 
-from app.export import export_lines, latest_event_time, read_state
-from app.rebuild import StartAt, run_rebuild
-from app.runner import EMBEDDED_BROKER_SETTINGS
-from app.scenario import scenario_clock
-from app.settings import Settings
+from app.tools.export import export_lines, latest_event_time, read_state
+from app.tools.rebuild import StartAt, run_rebuild
+from app.tools.runner import EMBEDDED_BROKER_SETTINGS
+from app.tools.scenario import scenario_clock
+from app.worker.settings import Settings
 from bench.harness import embedded_bench, mixed_records, publish
 
 

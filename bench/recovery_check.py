@@ -10,7 +10,7 @@ Seen on the embedded broker (2026-11-23): fresh data directory 2 of 6 trials
 lost the last changelog record of the partition; same data directory 0 of 8.
 Cause: the broker reported the changelog's end after the first record of its
 last batch (the cart and the order were often written in one batch), and
-Faust's recovery stopped there. Fixed by `app/end_offsets.py`: 0 of 8, and 0 of
+Faust's recovery stopped there. Fixed by `app/worker/end_offsets.py`: 0 of 8, and 0 of
 10 with two CPU-burning processes beside it (2 of 10 before the fix).
 
     python -m bench.recovery_check [TRIALS] [--same-dir]
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import orjson
 
-from app.admin import apply_topics
-from app.broker import EmbeddedBroker
-from app.producer import ChannelProducer
-from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
-from app.topics import load_topics
+from app.pipeline.topics import load_topics
+from app.tools.admin import apply_topics
+from app.tools.broker import EmbeddedBroker
+from app.tools.producer import ChannelProducer
+from app.tools.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
 
 SETTINGS = {**EMBEDDED_BROKER_SETTINGS, "log_level": "info", "cart_grace_seconds": 1}
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from app.admin import apply_topics
-from app.broker import EmbeddedBroker
-from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
-from app.topics import DEFAULT_TOPICS_FILE, Topics, load_topics
+from app.pipeline.topics import DEFAULT_TOPICS_FILE, Topics, load_topics
+from app.tools.admin import apply_topics
+from app.tools.broker import EmbeddedBroker
+from app.tools.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ of another one's keys, then a one-letter family. Each fact lives under exactly o
 | `w`    | pid, time, event id           | a view's or visit's fact, by time (expiry)   |
 
 The store is an interface (`FactStore`); `MemoryFactStore` keeps it in a dict (tests,
-tools), the worker keeps it in a RocksDB-backed table (`app.agents.profiles`).
+tools), the worker keeps it in a RocksDB-backed table (`app.worker.agents.profiles`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ from typing import Any, Protocol
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from app.events import AnyEvent, Event
+from app.domain.events import AnyEvent, Event
 
 #: Version of the stored fact format (the first element of its JSON array).
 FACT_FORMAT = 1
+
+#: The product's size rule: no stored value (a fact, a head) and no record that
+#: carries one may be larger, in bytes. The pipeline applies it to every record it
+#: writes (`app.pipeline.limits.MAX_RECORD_BYTES` is this number).
+MAX_RECORD_BYTES = 512 * 1024
 
 
 def iso(ts: datetime) -> str:

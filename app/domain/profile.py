@@ -45,24 +45,7 @@ from typing import Any
 
 import orjson
 
-from app.domain.facts import (
-    Fact,
-    FactStore,
-    fact_header,
-    fact_key,
-    fact_of,
-    fact_to_json,
-    facts_from_rows,
-    iso,
-    profile_prefix,
-    receipt_date_key,
-    receipt_key,
-    scan_facts,
-    window_key,
-)
-from app.domain.links import link_key as _link_key
-from app.domain.rfm import RfmThresholds
-from app.events import (
+from app.domain.events import (
     AnyEvent,
     Bonus,
     CallCenter,
@@ -81,7 +64,24 @@ from app.events import (
     Tag,
     Visit,
 )
-from app.limits import MAX_RECORD_BYTES
+from app.domain.facts import (
+    MAX_RECORD_BYTES,
+    Fact,
+    FactStore,
+    fact_header,
+    fact_key,
+    fact_of,
+    fact_to_json,
+    facts_from_rows,
+    iso,
+    profile_prefix,
+    receipt_date_key,
+    receipt_key,
+    scan_facts,
+    window_key,
+)
+from app.domain.links import link_key as _link_key
+from app.domain.rfm import RfmThresholds
 
 __all__ = [
     "BLOCKS_BY_TYPE",

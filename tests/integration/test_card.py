@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from app.runner import WorkerProcess
+from app.tools.runner import WorkerProcess
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 from tests.integration.kafka_read import read_topic

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from app.admin import apply_topics
-from app.broker import free_port
-from app.topics import load_topics
+from app.pipeline.topics import load_topics
+from app.tools.admin import apply_topics
+from app.tools.broker import free_port
 
 pytestmark = pytest.mark.integration
 

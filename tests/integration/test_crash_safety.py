@@ -23,10 +23,10 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from app.producer import ChannelProducer
-from app.runner import WorkerProcess
-from app.scenario import scenario
-from app.settings import Settings
+from app.tools.producer import ChannelProducer
+from app.tools.runner import WorkerProcess
+from app.tools.scenario import scenario
+from app.worker.settings import Settings
 from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.expected_cards import CalmPipeline
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.producer import ChannelProducer
-from app.runner import WorkerProcess
+from app.tools.producer import ChannelProducer
+from app.tools.runner import WorkerProcess
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_identify, make_receipt
 from tests.integration.kafka_read import read_topic
@@ -171,7 +171,7 @@ def test_replay_refuses_letters_from_topics_that_are_no_inputs(
     }
     from confluent_kafka import Producer
 
-    from app.producer import producer_config
+    from app.tools.producer import producer_config
 
     raw = Producer(producer_config(broker.bootstrap))
     raw.produce(
@@ -196,8 +196,8 @@ def test_an_internal_op_that_fails_is_dead_lettered_alone_and_its_batch_folds(
     broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     """Agents fold several ops per message: a failing one costs only itself."""
-    from app.events import accept_record, event_to_json
-    from app.ops import AddFact, ReleaseFacts, encode_op, encode_ops
+    from app.domain.events import accept_record, event_to_json
+    from app.pipeline.ops import AddFact, ReleaseFacts, encode_op, encode_ops
     from tests.fixtures.factories import make_event
 
     topics = isolated.topics

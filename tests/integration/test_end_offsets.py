@@ -1,7 +1,7 @@
 """`read_end_offsets` finds where a partition really ends, even after multi-record batches.
 
 The embedded broker reports the end offset of a partition as the base offset of its
-last record batch plus one (app/end_offsets.py); Faust's changelog recovery stopped
+last record batch plus one (app/worker/end_offsets.py); Faust's changelog recovery stopped
 there and lost the last records. Records are sent here in batches of several
 (a long linger), as a busy worker's producer sends its changelog writes.
 """
@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app.end_offsets import read_end_offsets
+from app.worker.end_offsets import read_end_offsets
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from app.producer import ChannelProducer
-from app.runner import WorkerProcess
+from app.tools.producer import ChannelProducer
+from app.tools.runner import WorkerProcess
 from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.factories import as_json, make_event, make_receipt
 from tests.integration.test_identity import eventually

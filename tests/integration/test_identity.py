@@ -18,9 +18,9 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from app.producer import ChannelProducer
-from app.runner import WorkerProcess
-from app.scenario import scenario
+from app.tools.producer import ChannelProducer
+from app.tools.runner import WorkerProcess
+from app.tools.scenario import scenario
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 from tests.integration.kafka_read import read_topic

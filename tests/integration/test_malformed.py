@@ -19,9 +19,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from app.limits import TRUNCATED_HEADER
-from app.producer import ChannelProducer, producer_config
-from app.runner import WorkerProcess
+from app.pipeline.limits import TRUNCATED_HEADER
+from app.tools.producer import ChannelProducer, producer_config
+from app.tools.runner import WorkerProcess
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 from tests.fixtures.malformed import MALFORMED, MalformedCase

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.producer import ChannelProducer
-from app.runner import WorkerProcess
+from app.tools.producer import ChannelProducer
+from app.tools.runner import WorkerProcess
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 from tests.integration.test_identity import eventually

@@ -19,10 +19,10 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app.offsets import end_offsets
-from app.producer import ChannelProducer
-from app.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
-from app.scenario import BAD_RECORDS, scenario
+from app.tools.offsets import end_offsets
+from app.tools.producer import ChannelProducer
+from app.tools.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
+from app.tools.scenario import BAD_RECORDS, scenario
 from tests.conftest import Broker, Isolated, clock_offset_for
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 from tests.integration.test_identity import assert_equal, eventually

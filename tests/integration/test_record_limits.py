@@ -29,8 +29,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from app.limits import MAX_RECORD_BYTES, TARGET_TOPIC_HEADER, TRUNCATED_HEADER
-from app.runner import WorkerProcess
+from app.pipeline.limits import MAX_RECORD_BYTES, TARGET_TOPIC_HEADER, TRUNCATED_HEADER
+from app.tools.runner import WorkerProcess
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import as_json, make_event, make_receipt
 from tests.integration.kafka_read import read_topic

@@ -23,11 +23,11 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from app.domain.facts import held_facts
-from app.domain.resolution import card_of
-from app.producer import ChannelProducer
-from app.runner import WorkerProcess
-from app.scenario import BASE_TS, scenario
-from app.settings import Settings
+from app.pipeline.steps import card_of
+from app.tools.producer import ChannelProducer
+from app.tools.runner import WorkerProcess
+from app.tools.scenario import BASE_TS, scenario
+from app.worker.settings import Settings
 from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.factories import as_json, make_identify, make_receipt
 from tests.integration.test_identity import eventually

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from app.broker import free_port
-from app.runner import WorkerProcess, worker_env
+from app.tools.broker import free_port
+from app.tools.runner import WorkerProcess, worker_env
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 from tests.integration.test_identity import assert_equal, eventually, send

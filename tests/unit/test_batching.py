@@ -1,7 +1,7 @@
 """Batched folding: a run of ops folded at once ends where folding them one by one ends.
 
 The agents fold each key's ops of a batch together and publish one card per
-profile per batch (`app.agents.batching`); these tests hold the pure parts to
+profile per batch (`app.worker.agents.batching`); these tests hold the pure parts to
 the one-op-at-a-time steps: same states, same messages in the same order, the
 same last card, and an op that raises costs only itself.
 """
@@ -17,24 +17,13 @@ from faust.types import EventT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.agents.batching import by_key, gather
-from app.changes import IdentityChangeRecord, ProfileChangeRecord
 from app.domain.card import CardSettings
+from app.domain.events import accept_record, event_to_json
 from app.domain.facts import MemoryFactStore
 from app.domain.identity import Claim, GuardLimits
 from app.domain.profile import HEAD_BUDGET, FactTooLarge
-from app.domain.resolution import (
-    Out,
-    fold_ops,
-    guard_batch_step,
-    guard_step,
-    identity_batch_step,
-    identity_step,
-    profile_batch_step,
-    profile_ops_step,
-)
-from app.events import accept_record, event_to_json
-from app.ops import (
+from app.pipeline.changes import IdentityChangeRecord, ProfileChangeRecord
+from app.pipeline.ops import (
     AddFact,
     CheckCart,
     CheckIdentify,
@@ -49,6 +38,17 @@ from app.ops import (
     encode_op,
     encode_ops,
 )
+from app.pipeline.steps import (
+    Out,
+    fold_ops,
+    guard_batch_step,
+    guard_step,
+    identity_batch_step,
+    identity_step,
+    profile_batch_step,
+    profile_ops_step,
+)
+from app.worker.agents.batching import by_key, gather
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)

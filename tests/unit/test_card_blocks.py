@@ -27,10 +27,10 @@ from app.domain.card import (
     mark_cart_notified,
     receipts_page,
 )
+from app.domain.events import AnyEvent, parse_event
 from app.domain.facts import MemoryFactStore, window_key
 from app.domain.identity import IdentityChange
 from app.domain.rfm import RfmThresholds
-from app.events import AnyEvent, parse_event
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)

@@ -43,8 +43,8 @@ from app.domain.card import (
     receipts_page,
     take_facts,
 )
+from app.domain.events import AnyEvent, parse_event
 from app.domain.facts import Fact, MemoryFactStore, fact_from_json, fact_to_json
-from app.events import AnyEvent, parse_event
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)

@@ -51,8 +51,8 @@ from app.domain.card import (
     receipts_page,
     take_facts,
 )
+from app.domain.events import AnyEvent, Receipt, parse_event
 from app.domain.facts import Fact, MemoryFactStore, fact_from_json
-from app.events import AnyEvent, Receipt, parse_event
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 NOW = BASE + timedelta(hours=100)

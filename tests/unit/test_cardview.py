@@ -1,4 +1,4 @@
-"""The terminal rendering of a card (app.cardview.render_card), on cards built by the core."""
+"""The terminal rendering of a card (app.cli.cardview.render_card), on cards built by the core."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from app.cardview import render_card
+from app.cli.cardview import render_card
 from app.domain.card import CardIdentity, CardSettings, ProfileState, build_card, fold_event
+from app.domain.events import AnyEvent, parse_event
 from app.domain.facts import MemoryFactStore
-from app.events import AnyEvent, parse_event
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from app.events import EVENT_MODELS
-from app.schemas_export import DEFAULT_SCHEMAS_DIR, export_schemas, schema_drift
-from app.topics import DEFAULT_TOPICS_FILE, TopicsFileError, load_topics
+from app.domain.events import EVENT_MODELS
+from app.pipeline.topics import DEFAULT_TOPICS_FILE, TopicsFileError, load_topics
+from app.tools.schemas_export import DEFAULT_SCHEMAS_DIR, export_schemas, schema_drift
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "events.jsonl"
 

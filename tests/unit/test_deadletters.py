@@ -9,7 +9,8 @@ import base64
 import orjson
 import pytest
 
-from app.deadletters import (
+from app.pipeline.topics import load_topics
+from app.tools.deadletters import (
     DeadLetter,
     Fixes,
     FixesFileError,
@@ -24,7 +25,6 @@ from app.deadletters import (
     select_letters,
     send_replay,
 )
-from app.topics import load_topics
 from tests.fixtures.factories import as_json, make_identify, make_receipt
 
 TOPICS = load_topics()

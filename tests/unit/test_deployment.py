@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from app.settings import ENV_PREFIX, Settings
+from app.worker.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_worker_serves_outside_its_container_and_keeps_consistency_checks() -> N
 
 
 def test_readme_documents_every_setting_and_event_kind() -> None:
-    from app.events import EVENT_MODELS
+    from app.domain.events import EVENT_MODELS
 
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.events import (
+from app.domain.events import (
     EVENT_MODELS,
     Identify,
     InvalidEvent,
     Receipt,
-    accept_input,
     accept_record,
     event_key,
     event_to_json,
     json_text_fault,
     parse_event,
 )
+from app.pipeline.intake import accept_input
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "events.jsonl"

@@ -1,4 +1,4 @@
-"""Log lines: the JSON format (`app.logs`), and no personal data in what the agents log.
+"""Log lines: the JSON format (`app.worker.logs`), and no personal data in what the agents log.
 
 The dead-letter logging path is fed records that quote an email and a phone in
 their reason; those values must reach the dead-letter record (not tested here)
@@ -16,9 +16,15 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from app.agents.outbox import log_failure, log_rejection
-from app.events import InvalidEvent, accept_record
-from app.logs import JsonFormatter, configure_cli_logging, level_of, log_fields, logging_config
+from app.domain.events import InvalidEvent, accept_record
+from app.worker.agents.outbox import log_failure, log_rejection
+from app.worker.logs import (
+    JsonFormatter,
+    configure_cli_logging,
+    level_of,
+    log_fields,
+    logging_config,
+)
 
 EMAIL = "zofia.secret@example.com"
 PHONE = "+48 600 100 200 300 400 500"  # too long: the reason quotes it
@@ -42,13 +48,13 @@ def root_logging() -> Iterator[None]:
 
 @pytest.fixture
 def captured() -> Iterator[tuple[io.StringIO, io.StringIO]]:
-    """(text, json) streams receiving every log line of `app.agents.outbox`."""
+    """(text, json) streams receiving every log line of `app.worker.agents.outbox`."""
     text, json_lines = io.StringIO(), io.StringIO()
     as_text = logging.StreamHandler(text)
     as_text.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     as_json = logging.StreamHandler(json_lines)
     as_json.setFormatter(JsonFormatter())
-    logger = logging.getLogger("app.agents.outbox")
+    logger = logging.getLogger("app.worker.agents.outbox")
     logger.addHandler(as_text)
     logger.addHandler(as_json)
     yield text, json_lines
@@ -185,7 +191,7 @@ def test_an_agent_failure_is_logged_without_the_errors_message(
 
 @pytest.mark.parametrize(("field", "bad"), [("log_level", "loud"), ("log_format", "xml")])
 def test_settings_refuse_an_unknown_log_level_or_format(field: str, bad: str) -> None:
-    from app.settings import Settings
+    from app.worker.settings import Settings
 
     with pytest.raises(ValueError, match=f"CARDSTREAM_{field.upper()}"):
         Settings(**{field: bad})
@@ -220,7 +226,7 @@ REFUSED = {
     ],
 )
 def test_route_template(path: str, expected: str | None) -> None:
-    from app.web.refusals import route_template
+    from app.worker.web.refusals import route_template
 
     assert route_template(path, ROUTES) == expected
 
@@ -228,7 +234,7 @@ def test_route_template(path: str, expected: str | None) -> None:
 def test_a_refusal_is_described_by_kind_limit_method_and_route_only() -> None:
     from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
-    from app.web.refusals import describe_refusal
+    from app.worker.web.refusals import describe_refusal
 
     quoted = LONG_PATH.encode()[:100] + b"..."  # as aiohttp's parser quotes it
     assert describe_refusal(LineTooLong(quoted, 8190), ROUTES) == {
@@ -285,7 +291,7 @@ def test_a_refused_request_is_logged_without_its_path_or_headers(
 ) -> None:
     from aiohttp.log import server_logger
 
-    from app.web.refusals import RefusedRequestLog
+    from app.worker.web.refusals import RefusedRequestLog
 
     with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
         # aiohttp's own logger: the control, showing what leaked

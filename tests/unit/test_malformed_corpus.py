@@ -10,9 +10,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from app.domain.events import InvalidEvent, event_to_json
 from app.domain.links import DEFAULT_BLOCKED_VALUES
-from app.domain.resolution import route_accepted
-from app.events import InvalidEvent, accept_input, event_to_json
+from app.pipeline.intake import accept_input, route_accepted
 from tests.fixtures.malformed import MALFORMED, MalformedCase
 
 #: Cases whose JSON pydantic reads (NaN, Infinity, a 400-digit number) but orjson does not.

@@ -1,4 +1,4 @@
-"""Prometheus metrics from plain counts (`app.metrics`), parsed back as a scraper would.
+"""Prometheus metrics from plain counts (`app.worker.metrics`), parsed back as a scraper would.
 
 Expected values are the hand-set counts of each test.
 """
@@ -14,8 +14,8 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from app.agents.stats import WorkerStats
-from app.metrics import WorkerCounts, consumer_lag, metrics_registry, worker_families
+from app.worker.agents.stats import WorkerStats
+from app.worker.metrics import WorkerCounts, consumer_lag, metrics_registry, worker_families
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -22,19 +22,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.domain.events import accept_record, event_to_json
 from app.domain.facts import MemoryFactStore, held_facts
 from app.domain.identity import GuardLimits, GuardState, LinkState
 from app.domain.profile import CardSettings, ProfileState
-from app.domain.resolution import (
-    Out,
-    guard_batch_step,
-    identity_batch_step,
-    profile_identity_step,
-    profile_step,
-    route_accepted,
-)
-from app.events import accept_record, event_to_json
-from app.ops import (
+from app.pipeline.intake import route_accepted
+from app.pipeline.ops import (
     AbsorbFacts,
     AddFact,
     CheckIdentify,
@@ -45,6 +38,13 @@ from app.ops import (
     RecordTakeover,
     ReleaseFacts,
     ReturnFacts,
+)
+from app.pipeline.steps import (
+    Out,
+    guard_batch_step,
+    identity_batch_step,
+    profile_identity_step,
+    profile_step,
 )
 from tests.fixtures.factories import as_json, make_receipt
 

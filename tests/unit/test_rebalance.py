@@ -11,7 +11,7 @@ from faust.assignor.copartitioned_assignor import CopartitionedAssignor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.rebalance import BalancedCopartitionedAssignor
+from app.worker.rebalance import BalancedCopartitionedAssignor
 
 
 def clients(*held: tuple[set[int], set[int]]) -> dict[str, CopartitionedAssignment]:

@@ -15,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.card import CardSettings
+from app.domain.events import parse_event
 from app.domain.facts import MemoryFactStore
 from app.domain.profile import ProfileState, fold_event
-from app.domain.resolution import ProfileIdentity
-from app.events import parse_event
-from app.export import (
+from app.pipeline.steps import ProfileIdentity
+from app.pipeline.topics import load_topics
+from app.tools.export import (
     LINKS_ONLY_TIME,
     NOT_EXPORTED,
     changelog_topic,
@@ -31,9 +32,9 @@ from app.export import (
     latest_values,
     profiles_to_export,
 )
-from app.offsets import Record
-from app.progress import ProgressLine, eta_seconds, format_duration, format_progress
-from app.rebuild import (
+from app.tools.offsets import Record
+from app.tools.progress import ProgressLine, eta_seconds, format_duration, format_progress
+from app.tools.rebuild import (
     StartAt,
     events_between,
     folded_events,
@@ -43,8 +44,7 @@ from app.rebuild import (
     parse_offset_specs,
     worker_settings,
 )
-from app.settings import Settings
-from app.topics import load_topics
+from app.worker.settings import Settings
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 
 TOPICS = load_topics()

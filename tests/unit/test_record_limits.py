@@ -1,4 +1,4 @@
-"""No record the worker writes exceeds 512 KiB (`app.limits`), and nothing too large crashes it.
+"""No record the worker writes exceeds 512 KiB (`app.pipeline.limits`); none too large crashes it.
 
 The pure helpers: ops split into messages under the limit, in order, an op too
 large alone set apart; the bounded stand-in of an oversized value. Then the
@@ -25,17 +25,8 @@ from faust.types import EventT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.agents.batching import Outbox
-from app.agents.outbox import (
-    Origin,
-    dead_letter_failure,
-    send_dead_letter,
-    send_outs,
-)
-from app.changes import ProfileChangeRecord
-from app.channels import Channels
-from app.domain.resolution import Out
-from app.limits import (
+from app.pipeline.changes import ProfileChangeRecord
+from app.pipeline.limits import (
     BOUNDED_VALUE_BYTES,
     HEAD_BYTES,
     MAX_RECORD_BYTES,
@@ -48,7 +39,11 @@ from app.limits import (
     too_large_reason,
     truncated_value,
 )
-from app.ops import AddFact, CheckCart, Op, decode_ops, encode_op, encode_ops, join_ops
+from app.pipeline.ops import AddFact, CheckCart, Op, decode_ops, encode_op, encode_ops, join_ops
+from app.pipeline.steps import Out
+from app.worker.agents.batching import Outbox
+from app.worker.agents.outbox import Origin, dead_letter_failure, send_dead_letter, send_outs
+from app.worker.channels import Channels
 
 # --------------------------------------------------------------------------- fakes
 

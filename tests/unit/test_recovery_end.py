@@ -5,7 +5,7 @@
    (`flow_control.resume()`). The consumer's flow is already on, so records reach
    the queues while the seek waits for the broker; emptying the queues loses them,
    and the consumer, whose read offset has passed them, does not read them again.
-   `app.rebalance.on_recovery_completed` seeks first and resumes last. Tested with
+   `app.worker.rebalance.on_recovery_completed` seeks first and resumes last. Tested with
    a real Faust app, recovery service and agent queue; the consumer is a stand-in
    that delivers a record of each resumed stream partition while the seek is in
    progress, as the fetcher did in the traced failure.
@@ -13,7 +13,7 @@
    aiokafka reads an empty set as "every partition": when recovery had paused the
    changelogs and the stream partitions were not resumed yet, a waiting fetch took
    the stream partitions' records, which Faust then dropped - aiokafka had moved
-   past them. `app.rebalance.fetch_records` asks only for the partitions active
+   past them. `app.worker.rebalance.fetch_records` asks only for the partitions active
    when the fetch starts and moves back over the records of any partition paused
    meanwhile. Tested with Faust's real fetch code over a stand-in for aiokafka's
    buffer of fetched records.
@@ -33,7 +33,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
-from app.rebalance import fetch_records, on_recovery_completed
+from app.worker.rebalance import fetch_records, on_recovery_completed
 
 STREAM = TP("cdp.events", 1)
 

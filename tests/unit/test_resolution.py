@@ -7,22 +7,13 @@ from typing import Any
 
 import pytest
 
-from app.changes import IdentityChangeRecord, LinkRef, ProfileChangeRecord
 from app.domain.card import CardSettings
+from app.domain.events import InvalidEvent, accept_record, event_to_json
 from app.domain.facts import MemoryFactStore, fact_from_json, fact_of, fact_to_json, held_facts
 from app.domain.identity import Claim, GuardLimits, GuardState, LinkState
-from app.domain.resolution import (
-    Out,
-    ProfileIdentity,
-    guard_step,
-    identity_step,
-    profile_identity_step,
-    profile_ops_step,
-    profile_step,
-    route_accepted,
-)
-from app.events import InvalidEvent, accept_record, event_to_json
-from app.ops import (
+from app.pipeline.changes import IdentityChangeRecord, LinkRef, ProfileChangeRecord
+from app.pipeline.intake import route_accepted
+from app.pipeline.ops import (
     AbsorbFacts,
     AddFact,
     CheckCart,
@@ -38,6 +29,15 @@ from app.ops import (
     ReturnFacts,
     decode_op,
     encode_op,
+)
+from app.pipeline.steps import (
+    Out,
+    ProfileIdentity,
+    guard_step,
+    identity_step,
+    profile_identity_step,
+    profile_ops_step,
+    profile_step,
 )
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 

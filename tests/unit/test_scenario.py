@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from app.events import InvalidEvent, parse_event
-from app.scenario import BAD_RECORDS, scenario
+from app.domain.events import InvalidEvent, parse_event
+from app.tools.scenario import BAD_RECORDS, scenario
 
 
 def test_every_scenario_event_is_valid() -> None:

@@ -1,4 +1,4 @@
-"""Who may use the web server (`app.web.auth`) and the live fan-out (`app.live`).
+"""Who may use the web server (`app.worker.web.auth`) and the live fan-out (`app.worker.live`).
 
 The middleware runs in a small aiohttp application here (aiohttp's own test
 server, no worker): every route but the open ones refuses a request without the
@@ -18,11 +18,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.changes import ProfileChangeRecord
-from app.domain.resolution import Out
-from app.live import CardChangeNotice, CardWatch, server_sent_event
-from app.settings import Settings
-from app.web.auth import (
+from app.pipeline.changes import ProfileChangeRecord
+from app.pipeline.steps import Out
+from app.worker.live import CardChangeNotice, CardWatch, server_sent_event
+from app.worker.settings import Settings
+from app.worker.web.auth import (
     SESSION_COOKIE,
     ApiCredentials,
     auth_middleware,
@@ -164,7 +164,7 @@ def test_a_bad_setting_is_named_in_one_line_without_any_secret() -> None:
 def test_the_cli_reports_a_bad_setting_without_the_password() -> None:
     from click.testing import CliRunner
 
-    from app.cli import main
+    from app.cli.commands import main
 
     env = {"CARDSTREAM_API_PASSWORD": PASSWORD, "CARDSTREAM_API_USER": None}
     result = CliRunner().invoke(main, ["topics", "list"], env=env)
@@ -354,7 +354,7 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
 def test_an_open_server_on_the_network_is_refused_unless_allowed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from app.main import StartRefused, check_web_exposure
+    from app.worker.main import StartRefused, check_web_exposure
 
     with pytest.raises(StartRefused) as refused:
         check_web_exposure(Settings(web_host="0.0.0.0"))

@@ -1,1 +1,0 @@
-"""Faust agents: thin loops that look up state, call the domain, write state, send results."""

@@ -1,0 +1,98 @@
+"""Records cardstream publishes: the contracts of `cdp.identity-changes` and
+`cdp.profile-changes`, and the headers of `cdp.dead-letter`.
+
+`schemas/identity-change.json` is generated from `IdentityChangeRecord`,
+`schemas/profile-change.json` from `ProfileChangeRecord`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Header names of a dead letter (`app.worker.agents.outbox.dead_letter_headers` writes
+#: them, `cardstream dead-letter` reads them).
+REASON_HEADER = "cdp.reason"
+SOURCE_TOPIC_HEADER = "cdp.source-topic"
+SOURCE_PARTITION_HEADER = "cdp.source-partition"
+SOURCE_OFFSET_HEADER = "cdp.source-offset"
+REJECTED_AT_HEADER = "cdp.rejected-at"
+
+IdentityChangeKind = Literal["linked", "merged", "reassigned", "quarantined", "released"]
+
+
+class LinkRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: str
+
+
+class IdentityChangeRecord(BaseModel):
+    """One change of a profile's identity; the audit trail of `cdp.identity-changes`.
+
+    Keyed by `customer_id`. `linked`: a free link now points at the customer;
+    `merged`: the anonymous profile `previous_owner` was folded into it;
+    `reassigned`: the link moved from customer `previous_owner` to this one;
+    `quarantined` / `released`: the guard stopped / resumed its claims.
+    """
+
+    model_config = ConfigDict(frozen=True, title="cardstream identity change")
+
+    kind: IdentityChangeKind
+    customer_id: str = Field(description="The customer whose identity changed (the new owner)")
+    link: LinkRef | None = Field(None, description="The link concerned; none for guard changes")
+    previous_owner: str | None = Field(
+        None, description="Profile id the link pointed at before (anonymous id for merged)"
+    )
+    cause_event_id: str | None = Field(None, description="The event that caused the change")
+    ts: datetime = Field(description="Event time of the cause (release: when requested)")
+    reason: str | None = Field(None, description="Why, for quarantined")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+ProfileChangeKind = Literal["card_changed", "cart_abandoned"]
+
+
+class ProfileChangeRecord(BaseModel):
+    """One change of a card, on `cdp.profile-changes` (keyed by profile id, compacted).
+
+    `card` is the whole card after the change, so the latest record per key is
+    enough to rebuild every card from the compacted topic; `changed` names the
+    blocks that changed. `cart_abandoned` is sent once per abandoned cart content.
+    An anonymous profile merged into a customer gets a last record with
+    `forwarded_to` set and an emptied card.
+    """
+
+    model_config = ConfigDict(frozen=True, title="cardstream profile change")
+
+    kind: ProfileChangeKind
+    profile_id: str
+    customer_id: str | None = Field(description="None for an anonymous profile")
+    version: int = Field(description="The card's version: grows with every change of its facts")
+    changed: list[str] = Field(description="Blocks that changed: receipts, summary, cart, ...")
+    forwarded_to: str | None = Field(
+        None, description="For a merged anonymous profile: the customer it now belongs to"
+    )
+    at: datetime = Field(description="The worker's clock when the card was built")
+    card: dict[str, Any] = Field(description="The whole card (see the README's card section)")
+
+    def to_json(self) -> bytes:
+        """The record as JSON (orjson: the card is plain JSON-ready data, built by our code)."""
+        return orjson.dumps(
+            {
+                "kind": self.kind,
+                "profile_id": self.profile_id,
+                "customer_id": self.customer_id,
+                "version": self.version,
+                "changed": self.changed,
+                "forwarded_to": self.forwarded_to,
+                "at": self.at.isoformat(),
+                "card": self.card,
+            }
+        )

@@ -1,0 +1,650 @@
+"""What each identity-side operation does: state in, state and messages out.
+
+The agents are thin loops around these functions: `route_accepted` (intake),
+`guard_step` (guard agent, keyed by CustomerId, which counts a takeover
+before it happens), `identity_step` (identity agent, keyed by link, the only
+writer of link -> owner) and
+`profile_identity_step` (the links and merge history each profile shows).
+Each returns the new state and a list of `Out` messages; the agent writes the
+state and sends the messages. No Faust, no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from app.domain.card import (
+    CardIdentity,
+    CardSettings,
+    build_card,
+    cart_abandonment_at,
+    cart_abandonment_due,
+    mark_cart_notified,
+)
+from app.domain.events import Identify, parse_event
+from app.domain.facts import (
+    FactStore,
+    OverlayFactStore,
+    fact_from_json,
+    fact_header,
+    fact_to_json,
+)
+from app.domain.identity import (
+    Claim,
+    GuardLimits,
+    GuardState,
+    LinkState,
+    anonymous_profile_id,
+    apply_claim,
+    check_claims,
+    is_anonymous_profile,
+    note_anonymous_event,
+    owner_at,
+    record_takeover,
+    release,
+    split_claimable,
+)
+from app.domain.links import DEFAULT_BLOCKED_VALUES, link_key
+from app.domain.profile import (
+    ProfileState,
+    absorb_facts,
+    fit_head,
+    fold_event,
+    take_facts,
+)
+from app.pipeline.changes import (
+    IdentityChangeKind,
+    IdentityChangeRecord,
+    LinkRef,
+    ProfileChangeKind,
+    ProfileChangeRecord,
+)
+from app.pipeline.ops import (
+    AbsorbFacts,
+    AddFact,
+    CheckCart,
+    CheckIdentify,
+    ClaimLink,
+    GrantTakeover,
+    LinkGained,
+    LinkLost,
+    Op,
+    RecordTakeover,
+    ReleaseFacts,
+    ReleaseGuard,
+    ResolveLink,
+    ReturnFacts,
+)
+
+S = TypeVar("S")
+
+#: An op of a batch that raised: its index in the batch and the error.
+Failure = tuple[int, Exception]
+
+#: How many identity history entries a profile keeps (newest).
+HISTORY_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    """A message to send: to the topic of `role` (a Topics role or internal role), under `key`."""
+
+    role: str  # guard_ops, identity_ops, profile_ops, identity_changes, quarantine
+    key: str
+    message: Op | IdentityChangeRecord | ProfileChangeRecord | bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def split_key(key: str) -> LinkRef:
+    """`"email:ann@x.pl"` -> LinkRef(name="email", value="ann@x.pl")."""
+    name, _, value = key.partition(":")
+    return LinkRef(name=name, value=value)
+
+
+def event_time(event_json: str) -> datetime:
+    """The `ts` of an event's JSON, without validating the rest (it was validated at intake)."""
+    return datetime.fromisoformat(orjson.loads(event_json)["ts"])
+
+
+# --------------------------------------------------------------------------- guard
+
+
+def guard_step(
+    state: GuardState | None,
+    customer_id: str,
+    op: Op,
+    limits: GuardLimits,
+    blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES,
+) -> tuple[GuardState, list[Out]]:
+    """The guard of one CustomerId handles an identify, a takeover or a release.
+
+    A takeover (RecordTakeover, from the identity agent of a link its claim would
+    take from another customer) is counted before it happens: granted, a
+    GrantTakeover goes back to the link; refused (quarantined), nothing does and
+    the link stays with its owner.
+    """
+    guard = state or GuardState()
+    if isinstance(op, CheckIdentify):
+        event = parse_event(op.event)
+        assert isinstance(event, Identify)
+        usable, _ = split_claimable(event.links, blocked)
+        verdict = check_claims(guard, customer_id, usable, event.ts, limits)
+        if not verdict.accepted:
+            reason = verdict.reason or "quarantined"
+            outs = [
+                Out(
+                    "quarantine", customer_id, op.event.encode(), (("cdp.reason", reason.encode()),)
+                )
+            ]
+            if verdict.newly_quarantined:
+                outs.append(
+                    _guard_change("quarantined", customer_id, event.event_id, event.ts, reason)
+                )
+            return verdict.state, outs
+        ts = event.ts.isoformat()
+        outs = [
+            Out("identity_ops", link_key(n, v), ClaimLink(customer_id, event.event_id, ts))
+            for n, v in usable.items()
+        ]
+        outs.append(Out("profile_ops", customer_id, AddFact(op.event, via=None)))
+        return verdict.state, outs
+    if isinstance(op, RecordTakeover):
+        # counted here, in this customer's sequence of ops, before the link moves
+        verdict = record_takeover(guard, op.from_customer, limits)
+        outs = []
+        if verdict.accepted:
+            grant = GrantTakeover(customer_id, op.event_id, op.ts, op.from_customer)
+            outs.append(Out("identity_ops", op.link_key, grant))
+        if verdict.newly_quarantined:
+            reason = verdict.reason or "too many takeovers"
+            when = datetime.fromisoformat(op.ts)
+            outs.append(_guard_change("quarantined", customer_id, op.event_id, when, reason))
+        return verdict.state, outs
+    if isinstance(op, ReleaseGuard):
+        if not guard.quarantined:
+            return guard, []
+        at = datetime.fromisoformat(op.at)
+        change = _guard_change("released", customer_id, None, at, f"by {op.requested_by}")
+        return release(guard), [change]
+    raise ValueError(f"the guard does not handle {op.kind}")
+
+
+def _guard_change(
+    kind: IdentityChangeKind, customer_id: str, event_id: str | None, ts: datetime, reason: str
+) -> Out:
+    record = IdentityChangeRecord(
+        kind=kind, customer_id=customer_id, cause_event_id=event_id, ts=ts, reason=reason
+    )
+    return Out("identity_changes", customer_id, record)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def identity_step(state: LinkState | None, key: str, op: Op) -> tuple[LinkState | None, list[Out]]:
+    """The identity agent of link `key` handles a claim, a link-only event or returned facts.
+
+    Returns the new link state (None while the link was never seen) and messages.
+
+    A claim that would take the link from another customer (a `reassigned` change)
+    changes nothing yet: it goes to the claimer's guard as a RecordTakeover, and is
+    applied when the guard's GrantTakeover comes back. The grant is checked against
+    the link as it is then: a claim that would now take the link from someone else
+    than the guard counted asks again; one that no longer takes it (a later claim
+    arrived meanwhile) or was already applied (a replay) needs no grant.
+    """
+    if isinstance(op, ClaimLink | GrantTakeover):
+        claim = Claim(datetime.fromisoformat(op.ts), op.event_id, op.customer_id)
+        before = state or LinkState()
+        outcome = apply_claim(before, key, claim)
+        taken_from = next(
+            (c.previous_owner for c in outcome.changes if c.kind == "reassigned"), None
+        )
+        granted = op.from_customer if isinstance(op, GrantTakeover) else None
+        if taken_from is not None and taken_from != granted:
+            takeover = RecordTakeover(taken_from, key, op.event_id, op.ts)
+            return state, [Out("guard_ops", claim.customer_id, takeover)]
+        anonymous = anonymous_profile_id(key)
+        # An anonymous profile that never received a fact needs no hand-over.
+        silent = {anonymous} if not before.seen_anonymous else set()
+        outs: list[Out] = []
+        for change in outcome.changes:
+            record = IdentityChangeRecord(
+                kind=change.kind,
+                customer_id=change.customer_id,
+                link=split_key(key),
+                previous_owner=change.previous_owner,
+                cause_event_id=change.event_id,
+                ts=change.ts,
+            )
+            gained = LinkGained(key, change.kind, change.previous_owner, change.event_id, op.ts)
+            outs.append(Out("identity_changes", change.customer_id, record))
+            outs.append(Out("profile_ops", change.customer_id, gained))
+            lost_by = change.previous_owner or anonymous
+            if lost_by not in silent:
+                lost = LinkLost(key, change.customer_id, change.event_id, op.ts)
+                outs.append(Out("profile_ops", lost_by, lost))
+        for move in outcome.moves:
+            if move.from_profile in silent:
+                continue
+            release_op = ReleaseFacts(
+                key,
+                move.ts_from.isoformat() if move.ts_from else None,
+                move.ts_to.isoformat() if move.ts_to else None,
+                move.to_profile,
+            )
+            outs.append(Out("profile_ops", move.from_profile, release_op))
+        return outcome.state, outs
+    if isinstance(op, ResolveLink):
+        owner = owner_at(state or LinkState(), key, event_time(op.event))
+        if is_anonymous_profile(owner):
+            state = note_anonymous_event(state or LinkState())
+        return state, [Out("profile_ops", owner, AddFact(op.event, via=key))]
+    if isinstance(op, ReturnFacts):
+        by_owner: dict[str, list[str]] = {}
+        for raw in op.facts:
+            ts = datetime.fromisoformat(fact_header(raw.encode())[1])
+            owner = owner_at(state or LinkState(), key, ts)
+            if is_anonymous_profile(owner):
+                state = note_anonymous_event(state or LinkState())
+            by_owner.setdefault(owner, []).append(raw)
+        return state, [
+            Out("profile_ops", owner, AbsorbFacts(chunk))
+            for owner, facts in by_owner.items()
+            for chunk in chunk_facts(facts)
+        ]
+    raise ValueError(f"the identity agent does not handle {op.kind}")
+
+
+#: Bytes of facts one AbsorbFacts / ReturnFacts op carries at most (a record stays
+#: well under the 512 KiB limit; a single larger fact travels alone).
+FACTS_PER_OP_BYTES = 128 * 1024
+
+
+def chunk_facts(facts: Sequence[str]) -> list[tuple[str, ...]]:
+    """Facts (JSON) in runs of at most FACTS_PER_OP_BYTES (a larger fact alone), order kept."""
+    chunks: list[tuple[str, ...]] = []
+    current: list[str] = []
+    size = 0
+    for raw in facts:
+        if current and size + len(raw) > FACTS_PER_OP_BYTES:
+            chunks.append(tuple(current))
+            current, size = [], 0
+        current.append(raw)
+        size += len(raw)
+    if current:
+        chunks.append(tuple(current))
+    return chunks
+
+
+# --------------------------------------------------------------------------- profile identity
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileIdentity:
+    """The identity block of one profile: its links, what merged into it, its history.
+
+    `forwarded_to` is set on an anonymous profile once its link was claimed: the
+    customer its history now belongs to.
+    """
+
+    links: tuple[str, ...] = ()
+    merged_from: tuple[str, ...] = ()
+    history: tuple[dict[str, str | None], ...] = ()
+    forwarded_to: str | None = None
+
+    def links_by_name(self) -> dict[str, list[str]]:
+        """name -> sorted values, as the lookup API shows them."""
+        grouped: dict[str, list[str]] = {}
+        for key in self.links:
+            ref = split_key(key)
+            grouped.setdefault(ref.name, []).append(ref.value)
+        return {name: sorted(values) for name, values in sorted(grouped.items())}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "links": self.links,
+                "merged_from": self.merged_from,
+                "history": self.history,
+                "forwarded_to": self.forwarded_to,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ProfileIdentity:
+        data = orjson.loads(raw)
+        return cls(
+            links=tuple(data["links"]),
+            merged_from=tuple(data["merged_from"]),
+            history=tuple(data["history"]),
+            forwarded_to=data["forwarded_to"],
+        )
+
+
+def _history_entry(
+    kind: str, key: str, owner: str, previous: str | None, op: LinkGained | LinkLost
+) -> dict[str, str | None]:
+    """A history entry in the card's shape (`app.domain.card.identity_change_entry`)."""
+    return {
+        "kind": kind,
+        "link": key,
+        "customer_id": owner,
+        "previous_owner": previous,
+        "event_id": op.event_id,
+        "at": op.ts,
+    }
+
+
+def profile_identity_step(
+    state: ProfileIdentity | None, profile_id: str, op: LinkGained | LinkLost
+) -> ProfileIdentity:
+    """Record a link gained or lost by `profile_id` (idempotent per event)."""
+    current = state or ProfileIdentity()
+    entry: dict[str, str | None]
+    if isinstance(op, LinkGained):
+        links = tuple(sorted({*current.links, op.link_key}))
+        merged = current.merged_from
+        if op.change == "merged" and op.previous_owner and op.previous_owner not in merged:
+            merged = (*merged, op.previous_owner)
+        entry = _history_entry(op.change, op.link_key, profile_id, op.previous_owner, op)
+        updated = replace(current, links=links, merged_from=merged)
+    else:
+        links = tuple(k for k in current.links if k != op.link_key)
+        forwarded = op.new_owner if is_anonymous_profile(profile_id) else current.forwarded_to
+        entry = _history_entry("lost", op.link_key, op.new_owner, profile_id, op)
+        updated = replace(current, links=links, forwarded_to=forwarded)
+    if entry in current.history:
+        return current
+    # a total order (one event gains several links): the card must not depend on arrival
+    history = tuple(
+        sorted(
+            (*current.history, entry),
+            key=lambda e: (e["at"] or "", e["event_id"] or "", e["link"] or "", e["kind"] or ""),
+        )
+    )
+    return replace(updated, history=history[-HISTORY_LIMIT:])
+
+
+# --------------------------------------------------------------------------- profile facts
+
+
+def profile_step(
+    state: ProfileState | None,
+    store: FactStore,
+    profile_id: str,
+    op: AddFact | AbsorbFacts | ReleaseFacts,
+    settings: CardSettings,
+    now: datetime,
+) -> tuple[ProfileState, list[Out], frozenset[str]]:
+    """A profile folds a fact, absorbs handed-over facts, or releases a link's facts.
+
+    Returns the new head, messages, and the card blocks that changed; the facts' keys
+    are written to `store`. Released facts go back to their link's identity agent
+    (ReturnFacts, in runs of bounded size), which sends each to its owner at the
+    fact's time.
+    """
+    current = state or ProfileState(profile_id)
+    if isinstance(op, AddFact):
+        result = fold_event(current, store, parse_event(op.event), op.via, settings, now)
+        return result.state, [], result.changed_blocks
+    if isinstance(op, AbsorbFacts):
+        facts = [fact_from_json(raw) for raw in op.facts]
+        result = absorb_facts(current, store, facts, settings, now)
+        return result.state, [], result.changed_blocks
+    taken = take_facts(
+        current,
+        store,
+        op.link_key,
+        datetime.fromisoformat(op.ts_from) if op.ts_from else None,
+        datetime.fromisoformat(op.ts_to) if op.ts_to else None,
+        settings,
+        now,
+    )
+    if not taken.taken:
+        return current, [], frozenset()
+    returned = [fact_to_json(fact).decode() for fact in taken.taken]
+    outs = [Out("identity_ops", op.link_key, ReturnFacts(chunk)) for chunk in chunk_facts(returned)]
+    return taken.state, outs, taken.changed_blocks
+
+
+# --------------------------------------------------------------------------- the profile agent
+
+#: Blocks of the card that the identity block feeds.
+IDENTITY_BLOCKS = frozenset({"identity", "links", "contacts"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileOutcome:
+    """What one op or a run of ops did to a profile: new states, messages, cart deadline.
+
+    `deadline` is when the current cart becomes abandoned (None: no deadline; the
+    caller stores or clears it). States are the inputs themselves when unchanged.
+    `failed` holds the (index, error) of the ops of a run that raised. `encoded` is
+    the new head's table value (None: the head did not change, write nothing).
+    """
+
+    state: ProfileState
+    identity: ProfileIdentity | None
+    outs: list[Out]
+    deadline: datetime | None
+    failed: list[Failure] = field(default_factory=list)
+    encoded: bytes | None = None  # the head's table value, when the head changed
+
+
+def card_identity(identity: ProfileIdentity | None) -> CardIdentity:
+    """The identity block of a card from the profile's identity record."""
+    if identity is None:
+        return CardIdentity()
+    return CardIdentity(
+        links=identity.links_by_name(), merged_from=identity.merged_from, history=identity.history
+    )
+
+
+def card_of(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    profile_id: str,
+    settings: CardSettings,
+    now: datetime,
+) -> dict[str, Any]:
+    """The card of `profile_id` at `now` (an empty card when it holds nothing yet)."""
+    return build_card(state or ProfileState(profile_id), settings, now, card_identity(identity))
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileFold:
+    """What one op did to a profile before its card is published."""
+
+    state: ProfileState
+    identity: ProfileIdentity | None
+    outs: list[Out]
+    changed: frozenset[str]
+    kind: ProfileChangeKind
+
+
+def profile_fold(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    store: FactStore,
+    profile_id: str,
+    op: Op,
+    settings: CardSettings,
+    now: datetime,
+) -> ProfileFold:
+    """One op folded into a profile: new states, messages, the card blocks it changed.
+
+    The op's writes to `store` are applied only when it does not raise.
+    """
+    current = state or ProfileState(profile_id)
+    kind: ProfileChangeKind = "card_changed"
+    outs: list[Out] = []
+    if isinstance(op, AddFact | AbsorbFacts | ReleaseFacts):
+        overlay = OverlayFactStore(store)
+        current, outs, changed = profile_step(state, overlay, profile_id, op, settings, now)
+        overlay.commit()
+    elif isinstance(op, LinkGained | LinkLost):
+        updated = profile_identity_step(identity, profile_id, op)
+        changed = IDENTITY_BLOCKS if updated != identity else frozenset()
+        identity = updated
+    elif isinstance(op, CheckCart):
+        changed = frozenset()
+        if cart_abandonment_due(current, settings, now):
+            current, changed, kind = mark_cart_notified(current), CART_BLOCKS, "cart_abandoned"
+    else:
+        raise ValueError(f"the profile agent does not handle {op.kind}")
+    return ProfileFold(current, identity, outs, changed, kind)
+
+
+def profile_change(
+    state: ProfileState,
+    identity: ProfileIdentity | None,
+    profile_id: str,
+    changed: frozenset[str],
+    kind: ProfileChangeKind,
+    settings: CardSettings,
+    now: datetime,
+) -> Out:
+    """The `cdp.profile-changes` record of a profile whose `changed` blocks changed."""
+    card = card_of(state, identity, profile_id, settings, now)
+    record = ProfileChangeRecord(
+        kind=kind,
+        profile_id=profile_id,
+        customer_id=card["customer_id"],
+        version=state.version,
+        changed=sorted(changed),
+        forwarded_to=identity.forwarded_to if identity else None,
+        at=now,
+        card=card,
+    )
+    return Out("profile_changes", profile_id, record)
+
+
+def profile_ops_step(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    store: FactStore,
+    profile_id: str,
+    op: Op,
+    settings: CardSettings,
+    now: datetime,
+) -> ProfileOutcome:
+    """Everything the profile agent does with one op, publishing the card when it changed."""
+    fold = profile_fold(state, identity, store, profile_id, op, settings, now)
+    outs = fold.outs
+    if fold.changed:
+        change = profile_change(
+            fold.state, fold.identity, profile_id, fold.changed, fold.kind, settings, now
+        )
+        outs = [*outs, change]
+    return ProfileOutcome(
+        fold.state, fold.identity, outs, cart_abandonment_at(fold.state, settings)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome(Generic[S]):
+    """What a run of ops did to one key's state; `failed` holds (index, error) of ops that raised.
+
+    An op that raised changed nothing: the ops after it start from the state before it.
+    """
+
+    state: S
+    outs: list[Out]
+    failed: list[Failure]
+
+
+def fold_ops(
+    step: Callable[[S, Op], tuple[S, list[Out]]], state: S, ops: Sequence[Op]
+) -> BatchOutcome[S]:
+    """Fold `ops` one after the other through `step`, keeping going past an op that raises."""
+    outs: list[Out] = []
+    failed: list[Failure] = []
+    for index, op in enumerate(ops):
+        try:
+            state, step_outs = step(state, op)
+        except Exception as exc:  # a bug must not cost the other ops of the batch
+            failed.append((index, exc))
+            continue
+        outs.extend(step_outs)
+    return BatchOutcome(state, outs, failed)
+
+
+def guard_batch_step(
+    state: GuardState | None,
+    customer_id: str,
+    ops: Sequence[Op],
+    limits: GuardLimits,
+    blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES,
+) -> BatchOutcome[GuardState | None]:
+    """The guard of one CustomerId handles several ops (`guard_step` each, in order)."""
+
+    def step(held: GuardState | None, op: Op) -> tuple[GuardState | None, list[Out]]:
+        return guard_step(held, customer_id, op, limits, blocked)
+
+    return fold_ops(step, state, ops)
+
+
+def identity_batch_step(
+    state: LinkState | None, key: str, ops: Sequence[Op]
+) -> BatchOutcome[LinkState | None]:
+    """The identity agent of link `key` handles several ops (`identity_step` each, in order)."""
+
+    def step(held: LinkState | None, op: Op) -> tuple[LinkState | None, list[Out]]:
+        return identity_step(held, key, op)
+
+    return fold_ops(step, state, ops)
+
+
+def profile_batch_step(
+    state: ProfileState | None,
+    identity: ProfileIdentity | None,
+    store: FactStore,
+    profile_id: str,
+    ops: Sequence[Op],
+    settings: CardSettings,
+    now: datetime,
+) -> ProfileOutcome:
+    """Fold several ops into one profile and publish its card once, if anything changed.
+
+    The record lists every block any op changed; its kind is `cart_abandoned` when
+    one of the ops marked the cart abandoned (a mailer must hear of it), else
+    `card_changed`. The final card is the one `profile_ops_step` gives after the
+    last op.
+    """
+    current = state or ProfileState(profile_id)
+    changed: set[str] = set()
+    kind: ProfileChangeKind = "card_changed"
+
+    def step(
+        held: tuple[ProfileState, ProfileIdentity | None], op: Op
+    ) -> tuple[tuple[ProfileState, ProfileIdentity | None], list[Out]]:
+        nonlocal kind
+        fold = profile_fold(held[0], held[1], store, profile_id, op, settings, now)
+        changed.update(fold.changed)
+        if fold.kind == "cart_abandoned":
+            kind = "cart_abandoned"
+        return (fold.state, fold.identity), fold.outs
+
+    batch = fold_ops(step, (current, identity), ops)
+    current, identity = batch.state
+    encoded = None
+    if current is not state:  # folds hand back the very head they were given when unchanged
+        current, encoded = fit_head(current)
+    outs = batch.outs
+    if changed:
+        outs.append(
+            profile_change(current, identity, profile_id, frozenset(changed), kind, settings, now)
+        )
+    return ProfileOutcome(
+        current, identity, outs, cart_abandonment_at(current, settings), batch.failed, encoded
+    )
+
+
+#: Blocks a `cart_abandoned` change concerns.
+CART_BLOCKS = frozenset({"cart", "activity"})

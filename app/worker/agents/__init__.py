@@ -1,0 +1,1 @@
+"""Faust agents: thin loops that load state, call the pipeline's steps, store it, send results."""

@@ -1,0 +1,117 @@
+"""The profile agent (keyed by profile id) and the abandoned-cart timer.
+
+The agent folds facts, hands facts back to their link, keeps the identity
+block, and publishes the card on `cdp.profile-changes` whenever it changed:
+once per batch of the profile's ops (`app.pipeline.steps.profile_batch_step`,
+`app.worker.agents.batching`). It also keeps, per profile with a
+cart not yet notified, the time that cart becomes abandoned; a timer on every
+worker looks at its own partitions' deadlines and asks the agent to check the
+carts whose time has come, so the decision and its state stay with the agent.
+
+Event time decides whether a cart was bought before it went idle, so the timer
+waits `cart_grace_seconds` past each deadline, and acts only once the worker
+has recovered and had that long to catch up on its input (after a restart, a
+deadline that passed during the downtime must not beat the order still waiting
+in the input topic).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import faust
+
+from app.domain.profile import HeadCache
+from app.pipeline.ops import CheckCart, Op, encode_op
+from app.pipeline.steps import Failure, Out, ProfileIdentity, profile_batch_step
+from app.worker.agents.batching import GroupFold, fold_batches
+from app.worker.agents.factstore import TableFactStore
+from app.worker.agents.stats import WorkerStats
+from app.worker.channels import Channels, Tables
+from app.worker.live import CardWatch
+from app.worker.settings import Settings
+
+#: Seconds before the timer asks again about a cart it already asked about.
+CHECK_AGAIN_AFTER = 30.0
+
+
+def register(
+    app: faust.App,
+    channels: Channels,
+    tables: Tables,
+    settings: Settings,
+    stats: WorkerStats,
+    watch: CardWatch | None = None,
+) -> GroupFold:
+    """Register the profile agent and the cart timer on `app`; `watch` hears card changes.
+
+    Returns the fold of one profile's ops (tables read and written inside), which the
+    intake agent also uses for events it can fold in place.
+    """
+    card_settings = settings.card_settings()
+    asked: dict[str, float] = {}  # profile id -> monotonic time the timer last asked
+    grace = timedelta(seconds=settings.cart_grace_seconds)
+    ready_since: list[float] = []  # monotonic time recovery completed; empty while not ready
+
+    def caught_up() -> bool:
+        """True once the worker has been recovered and running for the grace period."""
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager only
+        if app.rebalancing or not recovery.completed.is_set():
+            ready_since.clear()
+            return False
+        if not ready_since:
+            ready_since.append(time.monotonic())
+        return time.monotonic() - ready_since[0] >= settings.cart_grace_seconds
+
+    store = TableFactStore(tables.profile_facts)
+    heads = HeadCache()
+
+    def fold_profile(profile_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
+        raw_state = tables.profiles.get(profile_id)
+        raw_identity = tables.profile_identity.get(profile_id)
+        state = heads.get(profile_id, raw_state) if raw_state else None
+        identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
+        outcome = profile_batch_step(
+            state, identity, store, profile_id, ops, card_settings, settings.now()
+        )
+        if outcome.encoded is not None:
+            tables.profiles[profile_id] = outcome.encoded
+            heads.put(profile_id, outcome.encoded, outcome.state)
+        if outcome.identity is not None and outcome.identity != identity:
+            tables.profile_identity[profile_id] = outcome.identity.to_json()
+        deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None
+        if deadline != tables.cart_deadlines.get(profile_id):
+            if deadline is None:
+                del tables.cart_deadlines[profile_id]
+            else:
+                tables.cart_deadlines[profile_id] = deadline
+        if watch is not None:
+            watch.published(outcome.outs)  # open staff pages fetch the card again
+        return outcome.outs, outcome.failed
+
+    @app.agent(channels.profile_ops, name="profiles")
+    async def profiles(stream: faust.StreamT[bytes]) -> None:
+        await fold_batches(stream, settings, channels, stats.agents, "profiles", fold_profile)
+
+    @app.timer(interval=settings.cart_check_interval)
+    async def carts_due() -> None:
+        if not caught_up():
+            return
+        now = settings.now()
+        stale = [pid for pid, at in asked.items() if time.monotonic() - at > CHECK_AGAIN_AFTER]
+        for profile_id in stale:
+            del asked[profile_id]
+        for key, raw in list(tables.cart_deadlines.items()):
+            profile_id = key.decode() if isinstance(key, bytes) else key
+            if datetime.fromisoformat(raw.decode()) + grace > now:
+                continue
+            if time.monotonic() - asked.get(profile_id, -CHECK_AGAIN_AFTER) < CHECK_AGAIN_AFTER:
+                continue
+            asked[profile_id] = time.monotonic()
+            stats.agents["timer.check_cart"] += 1
+            await channels.profile_ops.send(
+                key=profile_id.encode(), value=encode_op(CheckCart(now.isoformat()))
+            )
+
+    return fold_profile
