@@ -1,7 +1,7 @@
 """Per-event fold cost and bytes written, for customers holding 10 ... 100,000 earlier events.
 
 Folds events into one profile exactly as the profile agent does for a batch of one
-(`profile_batch_step`: decode the head, fold the op, build the card, encode the head),
+(`profile_batch`: decode the head, fold the op, build the card, encode the head),
 with the facts in a real RocksDB (rocksdict, as Faust's store) and counts every byte
 written: the head, the fact keys, the card record. Then, at each history size, times
 `--probe` more events of a mixed kind (page views, product views, receipts, cart
@@ -34,7 +34,7 @@ from app.domain.profile import (
     profile_state_from_json,
 )
 from app.pipeline.ops import AddFact, encode_op
-from app.pipeline.steps import profile_batch_step
+from app.pipeline.steps import profile_batch
 from app.worker.agents.factstore import scan_rocksdict
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
@@ -119,10 +119,10 @@ class Profile:
 
     def fold(self, op: AddFact, settings: CardSettings) -> None:
         state = self.heads.get(CUSTOMER, self.raw) if self.raw else None
-        outcome = profile_batch_step(state, None, self.store, CUSTOMER, [op], settings, NOW)
-        if outcome.encoded is not None:  # as the profile agent writes it
-            self.raw = outcome.encoded
-            self.heads.put(CUSTOMER, self.raw, outcome.state)
+        outcome = profile_batch(state, None, self.store, CUSTOMER, [op], settings, NOW)
+        if outcome.state.stored_head is not None:  # as the profile agent writes it
+            self.raw = outcome.state.stored_head
+            self.heads.put(CUSTOMER, self.raw, outcome.state.head)
             self.head_bytes += len(self.raw)
         for out in outcome.outs:
             if out.role == "profile_changes":

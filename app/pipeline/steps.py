@@ -1,17 +1,23 @@
-"""What each identity-side operation does: state in, state and messages out.
+"""Each agent's step: a batch of ops for one key, state in, state and messages out.
 
-The agents are thin loops around these functions: `route_accepted` (intake),
-`guard_step` (guard agent, keyed by CustomerId, which counts a takeover
-before it happens), `identity_step` (identity agent, keyed by link, the only
-writer of link -> owner) and
-`profile_identity_step` (the links and merge history each profile shows).
-Each returns the new state and a list of `Out` messages; the agent writes the
-state and sends the messages. No Faust, no I/O, no clock.
+The agents are thin loops around three functions, one per agent, and tests run
+the very same ones (with batches of one when they test one op):
+
+- `guard_batch` (guard agent, keyed by CustomerId): identify claims, takeovers
+  counted before they happen, releases;
+- `identity_batch` (identity agent, keyed by link, the only writer of link ->
+  owner): claims, granted takeovers, link-only events, returned facts;
+- `profile_batch` (profile agent, keyed by profile id): facts folded, absorbed and
+  released, links gained and lost, the cart checked; the card published once.
+
+Each returns an `Outcome`: the new state, the `Out` messages to send and the ops
+that raised. The intake's step is `app.pipeline.intake.route_accepted`. No Faust,
+no I/O, no clock (the caller passes `now`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -79,6 +85,7 @@ from app.pipeline.ops import (
     ReleaseGuard,
     ResolveLink,
     ReturnFacts,
+    is_op,
 )
 
 S = TypeVar("S")
@@ -100,6 +107,31 @@ class Out:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+#: Roles whose messages are internal ops: an outbox sends each key's in few messages.
+INTERNAL_ROLES = frozenset({"guard_ops", "identity_ops", "profile_ops"})
+
+T = TypeVar("T")
+
+
+def gather(
+    outs: Iterable[tuple[Out, T]],
+) -> tuple[dict[tuple[str, str], list[tuple[Op, T]]], list[tuple[Out, T]]]:
+    """An outbox's sort: internal ops by (role, key), each key's in order; the rest in order.
+
+    Each message comes with a tag (`T`: where its records came from, say) that stays
+    with it. A message with headers stays a message of its own.
+    """
+    internal: dict[tuple[str, str], list[tuple[Op, T]]] = {}
+    outputs: list[tuple[Out, T]] = []
+    for out, tag in outs:
+        message = out.message
+        if out.role in INTERNAL_ROLES and not out.headers and is_op(message):
+            internal.setdefault((out.role, out.key), []).append((message, tag))
+        else:
+            outputs.append((out, tag))
+    return internal, outputs
+
+
 def split_key(key: str) -> LinkRef:
     """`"email:ann@x.pl"` -> LinkRef(name="email", value="ann@x.pl")."""
     name, _, value = key.partition(":")
@@ -114,7 +146,7 @@ def event_time(event_json: str) -> datetime:
 # --------------------------------------------------------------------------- guard
 
 
-def guard_step(
+def _guard_op(
     state: GuardState | None,
     customer_id: str,
     op: Op,
@@ -186,7 +218,7 @@ def _guard_change(
 # --------------------------------------------------------------------------- identity
 
 
-def identity_step(state: LinkState | None, key: str, op: Op) -> tuple[LinkState | None, list[Out]]:
+def _identity_op(state: LinkState | None, key: str, op: Op) -> tuple[LinkState | None, list[Out]]:
     """The identity agent of link `key` handles a claim, a link-only event or returned facts.
 
     Returns the new link state (None while the link was never seen) and messages.
@@ -341,7 +373,7 @@ def _history_entry(
     }
 
 
-def profile_identity_step(
+def _note_link_change(
     state: ProfileIdentity | None, profile_id: str, op: LinkGained | LinkLost
 ) -> ProfileIdentity:
     """Record a link gained or lost by `profile_id` (idempotent per event)."""
@@ -371,70 +403,31 @@ def profile_identity_step(
     return replace(updated, history=history[-HISTORY_LIMIT:])
 
 
-# --------------------------------------------------------------------------- profile facts
-
-
-def profile_step(
-    state: ProfileState | None,
-    store: FactStore,
-    profile_id: str,
-    op: AddFact | AbsorbFacts | ReleaseFacts,
-    settings: CardSettings,
-    now: datetime,
-) -> tuple[ProfileState, list[Out], frozenset[str]]:
-    """A profile folds a fact, absorbs handed-over facts, or releases a link's facts.
-
-    Returns the new head, messages, and the card blocks that changed; the facts' keys
-    are written to `store`. Released facts go back to their link's identity agent
-    (ReturnFacts, in runs of bounded size), which sends each to its owner at the
-    fact's time.
-    """
-    current = state or ProfileState(profile_id)
-    if isinstance(op, AddFact):
-        result = fold_event(current, store, parse_event(op.event), op.via, settings, now)
-        return result.state, [], result.changed_blocks
-    if isinstance(op, AbsorbFacts):
-        facts = [fact_from_json(raw) for raw in op.facts]
-        result = absorb_facts(current, store, facts, settings, now)
-        return result.state, [], result.changed_blocks
-    taken = take_facts(
-        current,
-        store,
-        op.link_key,
-        datetime.fromisoformat(op.ts_from) if op.ts_from else None,
-        datetime.fromisoformat(op.ts_to) if op.ts_to else None,
-        settings,
-        now,
-    )
-    if not taken.taken:
-        return current, [], frozenset()
-    returned = [fact_to_json(fact).decode() for fact in taken.taken]
-    outs = [Out("identity_ops", op.link_key, ReturnFacts(chunk)) for chunk in chunk_facts(returned)]
-    return taken.state, outs, taken.changed_blocks
-
-
 # --------------------------------------------------------------------------- the profile agent
 
 #: Blocks of the card that the identity block feeds.
 IDENTITY_BLOCKS = frozenset({"identity", "links", "contacts"})
 
+#: Blocks a `cart_abandoned` change concerns.
+CART_BLOCKS = frozenset({"cart", "activity"})
+
 
 @dataclass(frozen=True, slots=True)
-class ProfileOutcome:
-    """What one op or a run of ops did to a profile: new states, messages, cart deadline.
+class Profile:
+    """One profile as its agent keeps it, after a batch of its ops.
 
-    `deadline` is when the current cart becomes abandoned (None: no deadline; the
-    caller stores or clears it). States are the inputs themselves when unchanged.
-    `failed` holds the (index, error) of the ops of a run that raised. `encoded` is
-    the new head's table value (None: the head did not change, write nothing).
+    `head`: the card's running aggregates (table `profiles`); `identity`: its links
+    and merge history (table `profile-identity`), None while it has none;
+    `cart_deadline`: when its current cart becomes abandoned, None for no deadline
+    (table `cart-deadlines`). `stored_head` is the head's table value when the
+    batch changed the head (`fit_head` encoded it to check its size), None when the
+    head is the one the batch was given: nothing to write.
     """
 
-    state: ProfileState
-    identity: ProfileIdentity | None
-    outs: list[Out]
-    deadline: datetime | None
-    failed: list[Failure] = field(default_factory=list)
-    encoded: bytes | None = None  # the head's table value, when the head changed
+    head: ProfileState
+    identity: ProfileIdentity | None = None
+    cart_deadline: datetime | None = None
+    stored_head: bytes | None = None
 
 
 def card_identity(identity: ProfileIdentity | None) -> CardIdentity:
@@ -458,7 +451,7 @@ def card_of(
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileFold:
+class _ProfileFold:
     """What one op did to a profile before its card is published."""
 
     state: ProfileState
@@ -468,28 +461,65 @@ class ProfileFold:
     kind: ProfileChangeKind
 
 
-def profile_fold(
-    state: ProfileState | None,
+def _fold_facts(
+    current: ProfileState,
+    store: FactStore,
+    profile_id: str,
+    op: AddFact | AbsorbFacts | ReleaseFacts,
+    settings: CardSettings,
+    now: datetime,
+) -> tuple[ProfileState, list[Out], frozenset[str]]:
+    """A profile folds a fact, absorbs handed-over facts, or releases a link's facts.
+
+    Returns the new head, messages, and the card blocks that changed; the facts' keys
+    are written to `store`. Released facts go back to their link's identity agent
+    (ReturnFacts, in runs of bounded size), which sends each to its owner at the
+    fact's time.
+    """
+    if isinstance(op, AddFact):
+        result = fold_event(current, store, parse_event(op.event), op.via, settings, now)
+        return result.state, [], result.changed_blocks
+    if isinstance(op, AbsorbFacts):
+        facts = [fact_from_json(raw) for raw in op.facts]
+        result = absorb_facts(current, store, facts, settings, now)
+        return result.state, [], result.changed_blocks
+    taken = take_facts(
+        current,
+        store,
+        op.link_key,
+        datetime.fromisoformat(op.ts_from) if op.ts_from else None,
+        datetime.fromisoformat(op.ts_to) if op.ts_to else None,
+        settings,
+        now,
+    )
+    if not taken.taken:
+        return current, [], frozenset()
+    returned = [fact_to_json(fact).decode() for fact in taken.taken]
+    outs = [Out("identity_ops", op.link_key, ReturnFacts(chunk)) for chunk in chunk_facts(returned)]
+    return taken.state, outs, taken.changed_blocks
+
+
+def _profile_op(
+    current: ProfileState,
     identity: ProfileIdentity | None,
     store: FactStore,
     profile_id: str,
     op: Op,
     settings: CardSettings,
     now: datetime,
-) -> ProfileFold:
+) -> _ProfileFold:
     """One op folded into a profile: new states, messages, the card blocks it changed.
 
     The op's writes to `store` are applied only when it does not raise.
     """
-    current = state or ProfileState(profile_id)
     kind: ProfileChangeKind = "card_changed"
     outs: list[Out] = []
     if isinstance(op, AddFact | AbsorbFacts | ReleaseFacts):
         overlay = OverlayFactStore(store)
-        current, outs, changed = profile_step(state, overlay, profile_id, op, settings, now)
+        current, outs, changed = _fold_facts(current, overlay, profile_id, op, settings, now)
         overlay.commit()
     elif isinstance(op, LinkGained | LinkLost):
-        updated = profile_identity_step(identity, profile_id, op)
+        updated = _note_link_change(identity, profile_id, op)
         changed = IDENTITY_BLOCKS if updated != identity else frozenset()
         identity = updated
     elif isinstance(op, CheckCart):
@@ -498,10 +528,10 @@ def profile_fold(
             current, changed, kind = mark_cart_notified(current), CART_BLOCKS, "cart_abandoned"
     else:
         raise ValueError(f"the profile agent does not handle {op.kind}")
-    return ProfileFold(current, identity, outs, changed, kind)
+    return _ProfileFold(current, identity, outs, changed, kind)
 
 
-def profile_change(
+def _profile_change(
     state: ProfileState,
     identity: ProfileIdentity | None,
     profile_id: str,
@@ -525,43 +555,25 @@ def profile_change(
     return Out("profile_changes", profile_id, record)
 
 
-def profile_ops_step(
-    state: ProfileState | None,
-    identity: ProfileIdentity | None,
-    store: FactStore,
-    profile_id: str,
-    op: Op,
-    settings: CardSettings,
-    now: datetime,
-) -> ProfileOutcome:
-    """Everything the profile agent does with one op, publishing the card when it changed."""
-    fold = profile_fold(state, identity, store, profile_id, op, settings, now)
-    outs = fold.outs
-    if fold.changed:
-        change = profile_change(
-            fold.state, fold.identity, profile_id, fold.changed, fold.kind, settings, now
-        )
-        outs = [*outs, change]
-    return ProfileOutcome(
-        fold.state, fold.identity, outs, cart_abandonment_at(fold.state, settings)
-    )
+# --------------------------------------------------------------------------- batch steps
 
 
 @dataclass(frozen=True, slots=True)
-class BatchOutcome(Generic[S]):
-    """What a run of ops did to one key's state; `failed` holds (index, error) of ops that raised.
+class Outcome(Generic[S]):
+    """What a batch of ops did to one key: its new state, the messages to send, failures.
 
-    An op that raised changed nothing: the ops after it start from the state before it.
+    `failed` holds the (index in the batch, error) of each op that raised. An op that
+    raised changed nothing: the ops after it start from the state before it.
     """
 
     state: S
     outs: list[Out]
-    failed: list[Failure]
+    failed: list[Failure] = field(default_factory=list)
 
 
 def fold_ops(
     step: Callable[[S, Op], tuple[S, list[Out]]], state: S, ops: Sequence[Op]
-) -> BatchOutcome[S]:
+) -> Outcome[S]:
     """Fold `ops` one after the other through `step`, keeping going past an op that raises."""
     outs: list[Out] = []
     failed: list[Failure] = []
@@ -572,36 +584,50 @@ def fold_ops(
             failed.append((index, exc))
             continue
         outs.extend(step_outs)
-    return BatchOutcome(state, outs, failed)
+    return Outcome(state, outs, failed)
 
 
-def guard_batch_step(
+def guard_batch(
     state: GuardState | None,
     customer_id: str,
     ops: Sequence[Op],
     limits: GuardLimits,
     blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES,
-) -> BatchOutcome[GuardState | None]:
-    """The guard of one CustomerId handles several ops (`guard_step` each, in order)."""
+) -> Outcome[GuardState | None]:
+    """The guard of one CustomerId handles a batch of ops, in order.
+
+    Per op: an identify (CheckIdentify) is quarantined or sends one claim per usable
+    link to the identity agent and the event to the profile. A takeover
+    (RecordTakeover, from the identity agent of a link its claim would take from
+    another customer) is counted before it happens: granted, a GrantTakeover goes
+    back to the link; refused (quarantined), nothing does and the link stays with
+    its owner. A release (ReleaseGuard) lifts the quarantine.
+    """
 
     def step(held: GuardState | None, op: Op) -> tuple[GuardState | None, list[Out]]:
-        return guard_step(held, customer_id, op, limits, blocked)
+        return _guard_op(held, customer_id, op, limits, blocked)
 
     return fold_ops(step, state, ops)
 
 
-def identity_batch_step(
+def identity_batch(
     state: LinkState | None, key: str, ops: Sequence[Op]
-) -> BatchOutcome[LinkState | None]:
-    """The identity agent of link `key` handles several ops (`identity_step` each, in order)."""
+) -> Outcome[LinkState | None]:
+    """The identity agent of link `key` handles a batch of ops, in order.
+
+    The state is None while the link was never seen. Per op: a claim (ClaimLink) or
+    a granted takeover (GrantTakeover) may move the link, a link-only event
+    (ResolveLink) goes to the link's owner at its time, returned facts (ReturnFacts)
+    go to their owners at their times.
+    """
 
     def step(held: LinkState | None, op: Op) -> tuple[LinkState | None, list[Out]]:
-        return identity_step(held, key, op)
+        return _identity_op(held, key, op)
 
     return fold_ops(step, state, ops)
 
 
-def profile_batch_step(
+def profile_batch(
     state: ProfileState | None,
     identity: ProfileIdentity | None,
     store: FactStore,
@@ -609,13 +635,15 @@ def profile_batch_step(
     ops: Sequence[Op],
     settings: CardSettings,
     now: datetime,
-) -> ProfileOutcome:
-    """Fold several ops into one profile and publish its card once, if anything changed.
+) -> Outcome[Profile]:
+    """Fold a batch of ops into one profile and publish its card once, if anything changed.
 
-    The record lists every block any op changed; its kind is `cart_abandoned` when
-    one of the ops marked the cart abandoned (a mailer must hear of it), else
-    `card_changed`. The final card is the one `profile_ops_step` gives after the
-    last op.
+    `state` and `identity` are the profile's head and identity block as stored (None:
+    none yet); the facts' keys are read and written in `store`. The head is fitted
+    under its size budget (`fit_head`) when it changed. The `cdp.profile-changes`
+    record, last of the messages, lists every block any op changed; its kind is
+    `cart_abandoned` when one of the ops marked the cart abandoned (a mailer must
+    hear of it), else `card_changed`.
     """
     current = state or ProfileState(profile_id)
     changed: set[str] = set()
@@ -625,7 +653,7 @@ def profile_batch_step(
         held: tuple[ProfileState, ProfileIdentity | None], op: Op
     ) -> tuple[tuple[ProfileState, ProfileIdentity | None], list[Out]]:
         nonlocal kind
-        fold = profile_fold(held[0], held[1], store, profile_id, op, settings, now)
+        fold = _profile_op(held[0], held[1], store, profile_id, op, settings, now)
         changed.update(fold.changed)
         if fold.kind == "cart_abandoned":
             kind = "cart_abandoned"
@@ -639,12 +667,7 @@ def profile_batch_step(
     outs = batch.outs
     if changed:
         outs.append(
-            profile_change(current, identity, profile_id, frozenset(changed), kind, settings, now)
+            _profile_change(current, identity, profile_id, frozenset(changed), kind, settings, now)
         )
-    return ProfileOutcome(
-        current, identity, outs, cart_abandonment_at(current, settings), batch.failed, encoded
-    )
-
-
-#: Blocks a `cart_abandoned` change concerns.
-CART_BLOCKS = frozenset({"cart", "activity"})
+    profile = Profile(current, identity, cart_abandonment_at(current, settings), encoded)
+    return Outcome(profile, outs, batch.failed)

@@ -1,6 +1,6 @@
 """Crash safety (issue 5): SIGKILLs and lost data directories lose nothing, double nothing.
 
-The expected cards come from the pure domain code alone (`CalmPipeline` folds the
+The expected cards come from the pipeline alone (`calm_model` runs the batch steps on the
 same events in memory, in event-time order), never from a worker. The stream is the
 demo scenario (identify events that merge devices, emails and loyalty cards into
 customers, carts, orders, store receipts, mailings, ...) plus re-sent duplicates.
@@ -23,12 +23,13 @@ from urllib.parse import quote
 import orjson
 import pytest
 
+from app.pipeline.driver import Driver
 from app.tools.producer import ChannelProducer
 from app.tools.runner import WorkerProcess
 from app.tools.scenario import scenario
 from app.worker.settings import Settings
 from tests.conftest import TEST_NOW, Broker, Isolated
-from tests.fixtures.expected_cards import CalmPipeline
+from tests.fixtures.expected_cards import calm_model
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +87,7 @@ def comparable(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def card_differences(worker: WorkerProcess, model: CalmPipeline) -> list[str]:
+def card_differences(worker: WorkerProcess, model: Driver) -> list[str]:
     """Profiles whose card on `worker` differs from the model's (what differs, briefly)."""
     wrong = []
     for profile_id in sorted(model.profile_ids()):
@@ -106,9 +107,7 @@ def card_differences(worker: WorkerProcess, model: CalmPipeline) -> list[str]:
     return wrong
 
 
-def wait_for_expected_cards(
-    worker: WorkerProcess, model: CalmPipeline, timeout: float = 60.0
-) -> None:
+def wait_for_expected_cards(worker: WorkerProcess, model: Driver, timeout: float = 60.0) -> None:
     """Wait until every card equals the model's, then for quiet, and check again.
 
     The second check, after the worker has handled nothing for a while, is what
@@ -125,10 +124,8 @@ def wait_for_expected_cards(
     assert not wrong, f"cards changed after the worker went quiet: {wrong}"
 
 
-def expected_model(records: list[bytes]) -> CalmPipeline:
-    model = CalmPipeline(Settings())
-    model.run(records, TEST_NOW)
-    return model
+def expected_model(records: list[bytes]) -> Driver:
+    return calm_model(Settings(), records, TEST_NOW)
 
 
 def sigkill(worker: WorkerProcess) -> dict[str, Any]:

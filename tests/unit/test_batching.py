@@ -1,9 +1,9 @@
 """Batched folding: a run of ops folded at once ends where folding them one by one ends.
 
 The agents fold each key's ops of a batch together and publish one card per
-profile per batch (`app.worker.agents.batching`); these tests hold the pure parts to
-the one-op-at-a-time steps: same states, same messages in the same order, the
-same last card, and an op that raises costs only itself.
+profile per batch (`app.worker.agents.batching`); these tests hold each agent's batch
+step (`app.pipeline.steps`) to the same step fed batches of one: same states, same
+messages in the same order, the same last card, and an op that raises costs only itself.
 """
 
 from __future__ import annotations
@@ -41,14 +41,12 @@ from app.pipeline.ops import (
 from app.pipeline.steps import (
     Out,
     fold_ops,
-    guard_batch_step,
-    guard_step,
-    identity_batch_step,
-    identity_step,
-    profile_batch_step,
-    profile_ops_step,
+    gather,
+    guard_batch,
+    identity_batch,
+    profile_batch,
 )
-from app.worker.agents.batching import by_key, gather
+from app.worker.agents.batching import by_key
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
@@ -111,9 +109,13 @@ def one_by_one(ops: list[Op], now: datetime) -> tuple[Any, Any, list[Out], Any]:
     state = identity = deadline = None
     outs: list[Out] = []
     store = MemoryFactStore()
-    for op in ops:
-        outcome = profile_ops_step(state, identity, store, "C-1", op, CARD, now)
-        state, identity, deadline = outcome.state, outcome.identity, outcome.deadline
+    for op in ops:  # batches of one
+        outcome = profile_batch(state, identity, store, "C-1", [op], CARD, now)
+        state, identity, deadline = (
+            outcome.state.head,
+            outcome.state.identity,
+            outcome.state.cart_deadline,
+        )
         outs.extend(outcome.outs)
     return state, identity, outs, deadline
 
@@ -137,9 +139,12 @@ def test_a_profile_batch_ends_where_one_op_at_a_time_ends(picks: list[int], cut:
     state, identity, outs, deadline = one_by_one(ops, now)
 
     store = MemoryFactStore()
-    first = profile_batch_step(None, None, store, "C-1", ops[:cut], CARD, now)
-    second = profile_batch_step(first.state, first.identity, store, "C-1", ops[cut:], CARD, now)
-    assert (second.state, second.identity, second.deadline) == (state, identity, deadline)
+    first = profile_batch(None, None, store, "C-1", ops[:cut], CARD, now)
+    second = profile_batch(
+        first.state.head, first.state.identity, store, "C-1", ops[cut:], CARD, now
+    )
+    after = second.state
+    assert (after.head, after.identity, after.cart_deadline) == (state, identity, deadline)
     assert not first.failed and not second.failed
     # every other message, in the same order; at most one card per batch
     assert others(first.outs) + others(second.outs) == others(outs)
@@ -157,9 +162,9 @@ def test_a_profile_batch_ends_where_one_op_at_a_time_ends(picks: list[int], cut:
 
 
 def test_a_batch_publishes_one_card_listing_every_changed_block() -> None:
-    outcome = profile_batch_step(None, None, MemoryFactStore(), "C-1", POOL[:6], CARD, T0)
+    outcome = profile_batch(None, None, MemoryFactStore(), "C-1", POOL[:6], CARD, T0)
     [record] = cards(outcome.outs)
-    assert record.version == outcome.state.version
+    assert record.version == outcome.state.head.version
     assert {"cart", "identity", "links", "contacts"} <= set(record.changed)
     assert record.card["links"] == {"device": ["d-1"], "email": ["ann@x.pl"]}
 
@@ -168,11 +173,11 @@ def test_an_op_that_raises_costs_only_itself() -> None:
     broken = ReleaseFacts(DEVICE, "not a time", None, "C-2")
     good = [POOL[0], POOL[3]]
     store = MemoryFactStore()
-    outcome = profile_batch_step(None, None, store, "C-1", [good[0], broken, good[1]], CARD, T0)
+    outcome = profile_batch(None, None, store, "C-1", [good[0], broken, good[1]], CARD, T0)
     [(index, error)] = outcome.failed
     assert index == 1 and isinstance(error, ValueError)
     expected_store = MemoryFactStore()
-    expected = profile_batch_step(None, None, expected_store, "C-1", good, CARD, T0)
+    expected = profile_batch(None, None, expected_store, "C-1", good, CARD, T0)
     assert (outcome.state, outcome.outs) == (expected.state, expected.outs)
     assert store.values == expected_store.values  # the failing op wrote nothing
 
@@ -191,16 +196,16 @@ def test_fold_ops_keeps_the_state_before_a_failing_op() -> None:
     assert [index for index, _ in outcome.failed] == [1]
 
 
-def test_guard_and_identity_batches_equal_their_steps_in_order() -> None:
+def test_guard_and_identity_batches_equal_their_ops_in_batches_of_one() -> None:
     limits = GuardLimits()
     identify = wire(make_identify("C-1", links={"email": "ann@x.pl"}, ts=at(0)))
     again = wire(make_identify("C-1", links={"loyalty_card": "7001"}, ts=at(9)))
     guard_ops: list[Op] = [CheckIdentify(identify), CheckIdentify(again)]
     state, outs = None, []
     for op in guard_ops:
-        state, step_outs = guard_step(state, "C-1", op, limits)
-        outs.extend(step_outs)
-    batch = guard_batch_step(None, "C-1", guard_ops, limits)
+        one = guard_batch(state, "C-1", [op], limits)
+        state, outs = one.state, [*outs, *one.outs]
+    batch = guard_batch(None, "C-1", guard_ops, limits)
     assert (batch.state, batch.outs, batch.failed) == (state, outs, [])
 
     viewed = wire(
@@ -220,9 +225,9 @@ def test_guard_and_identity_batches_equal_their_steps_in_order() -> None:
     ]
     link_state, link_outs = None, []
     for op in link_ops:
-        link_state, step_outs = identity_step(link_state, "email:ann@x.pl", op)
-        link_outs.extend(step_outs)
-    link_batch = identity_batch_step(None, "email:ann@x.pl", link_ops)
+        link_one = identity_batch(link_state, "email:ann@x.pl", [op])
+        link_state, link_outs = link_one.state, [*link_outs, *link_one.outs]
+    link_batch = identity_batch(None, "email:ann@x.pl", link_ops)
     assert (link_batch.state, link_batch.outs) == (link_state, link_outs)
 
 
@@ -254,14 +259,14 @@ def test_gather_groups_internal_ops_per_topic_and_key_and_keeps_outputs_apart() 
         Out("profile_ops", "C-1", POOL[3]),
         Out("quarantine", "C-3", b"raw", (("cdp.reason", b"x"),)),
     ]
-    internal, outputs = gather(outs)
+    internal, outputs = gather((out, n) for n, out in enumerate(outs))
     assert list(internal) == [
         ("profile_ops", "C-1"),
         ("identity_ops", "email:a"),
         ("profile_ops", "C-2"),
     ]
-    assert internal[("profile_ops", "C-1")] == [POOL[0], POOL[3]]
-    assert outputs == [outs[2], outs[5]]
+    assert internal[("profile_ops", "C-1")] == [(POOL[0], 0), (POOL[3], 4)]  # each with its tag
+    assert outputs == [(outs[2], 2), (outs[5], 5)]
 
 
 def test_records_are_grouped_by_partition_and_key_in_arrival_order() -> None:
@@ -286,7 +291,7 @@ def test_an_event_too_large_to_store_is_refused_alone_and_the_batch_folds() -> N
     before = AddFact(wire(make_event("tag", customer_id="C-1", event_id="t1", tag="a")), None)
     after = AddFact(wire(make_event("tag", customer_id="C-1", event_id="t2", tag="b")), None)
     store = MemoryFactStore()
-    outcome = profile_batch_step(
+    outcome = profile_batch(
         None, None, store, "C-1", [before, AddFact(wire(huge), None), after], CARD, T0
     )
     [(index, error)] = outcome.failed
@@ -308,9 +313,10 @@ def test_a_head_past_its_budget_is_trimmed_and_its_card_stays_under_the_record_l
         return AddFact(wire(make_event("tag", event_id=f"t{n}", ts=at, tag=long_tag)), None)
 
     ops = [tag(n) for n in range(3000)]
-    outcome = profile_batch_step(None, None, MemoryFactStore(), "C-1", ops, CARD, T0)
-    assert outcome.encoded is not None and len(outcome.encoded) <= HEAD_BUDGET
-    tags = outcome.state.blocks["tags"]
+    outcome = profile_batch(None, None, MemoryFactStore(), "C-1", ops, CARD, T0)
+    stored = outcome.state.stored_head
+    assert stored is not None and len(stored) <= HEAD_BUDGET
+    tags = outcome.state.head.blocks["tags"]
     assert 0 < len(tags) < 500 and "2999" + "x" * 450 in tags  # trimmed; the latest stay
     [record] = cards(outcome.outs)
     assert len(record.to_json()) <= 512 * 1024

@@ -1,12 +1,13 @@
 """The identity pipeline as a whole: any delivery interleaving ends in the same state.
 
-A small in-memory model of the topics runs the agents' step functions
-(`route_accepted`, `guard_step`, `identity_step`, `profile_step`,
-`profile_identity_step`). Kafka keeps order only per producer and partition,
-so the model keeps one FIFO queue per (sender key, destination role, key) and
-Hypothesis picks which queue delivers next: every interleaving Kafka allows,
-and more. Every event is also sent twice (at-least-once). The final link table
-and every profile's facts must equal those of a calm, sequential run.
+The in-process driver (`app.pipeline.driver.Driver`) runs the agents' batch steps
+(`route_accepted`, `guard_batch`, `identity_batch`, `profile_batch`), the very
+functions the worker runs. Kafka keeps order only per producer and partition, so
+the driver keeps one FIFO lane per (sender key, destination role, key) and
+Hypothesis picks which lane delivers next, and how many of its messages form a
+batch: every interleaving Kafka allows, and more. Every event is also sent twice
+(at-least-once). The final link table and every profile's facts must equal those
+of a calm, sequential run.
 
 The guard's takeover limit is checked the same way: a burst of claims of one
 CustomerId, taken in and delivered in batches split anywhere, takes exactly as
@@ -15,37 +16,16 @@ many links as the same claims sent one at a time.
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.domain.events import accept_record, event_to_json
-from app.domain.facts import MemoryFactStore, held_facts
-from app.domain.identity import GuardLimits, GuardState, LinkState
-from app.domain.profile import CardSettings, ProfileState
-from app.pipeline.intake import route_accepted
-from app.pipeline.ops import (
-    AbsorbFacts,
-    AddFact,
-    CheckIdentify,
-    ClaimLink,
-    GrantTakeover,
-    LinkGained,
-    LinkLost,
-    RecordTakeover,
-    ReleaseFacts,
-    ReturnFacts,
-)
-from app.pipeline.steps import (
-    Out,
-    guard_batch_step,
-    identity_batch_step,
-    profile_identity_step,
-    profile_step,
-)
+from app.domain.facts import held_facts
+from app.domain.identity import GuardLimits
+from app.domain.profile import CardSettings
+from app.pipeline.driver import Driver
 from tests.fixtures.factories import as_json, make_receipt
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -82,99 +62,31 @@ def make_events(draw_spec: list[tuple[str, int, int, int]]) -> list[bytes]:
     return events
 
 
-class Pipeline:
-    """The agents and their tables; `lanes` hold undelivered messages per FIFO lane.
-
-    `outputs` collects what leaves the pipeline (identity changes, quarantined claims).
-    """
-
-    def __init__(self, now: datetime | None = None, limits: GuardLimits = LIMITS) -> None:
-        self.now = now or T0 + timedelta(days=1)  # the profiles' clock (interest window)
-        self.limits = limits
-        self.store = MemoryFactStore()  # every profile's facts (keys start with its id)
-        self.links: dict[str, LinkState] = {}
-        self.guards: dict[str, GuardState] = {}
-        self.profiles: dict[str, ProfileState] = {}
-        self.identities: dict = {}
-        self.lanes: dict[tuple[str, str, str], deque] = {}
-        self.outputs: list[Out] = []
-
-    def send(self, sender: str, outs: list[Out]) -> None:
-        for out in outs:
-            if out.role in ("identity_changes", "quarantine"):
-                self.outputs.append(out)  # outputs leave the pipeline
-                continue
-            self.lanes.setdefault((sender, out.role, out.key), deque()).append(out.message)
-
-    def intake(self, raw: bytes) -> None:
-        event = accept_record(raw, "PL")
-        self.send("input", route_accepted(event, event_to_json(event).decode()))
-
-    def deliver(self, lane: tuple[str, str, str], count: int = 1) -> None:
-        """Deliver the next `count` messages of `lane` (fewer if it holds fewer) as one batch.
-
-        The guard and the identity agent fold a batch with their batch steps and send
-        what it produced afterwards, as the agents do; profiles take one op at a time.
-        """
-        _, role, key = lane
-        ops = [self.lanes[lane].popleft() for _ in range(min(count, len(self.lanes[lane])))]
-        if not self.lanes[lane]:
-            del self.lanes[lane]
-        if role == "guard_ops":
-            assert all(isinstance(op, CheckIdentify | RecordTakeover) for op in ops)
-            guard = guard_batch_step(self.guards.get(key), key, ops, self.limits)
-            assert not guard.failed and guard.state is not None
-            self.guards[key], outs = guard.state, guard.outs
-        elif role == "identity_ops":
-            assert all(
-                isinstance(op, ClaimLink | GrantTakeover | ReturnFacts) or op.kind == "resolve_link"
-                for op in ops
-            )
-            link = identity_batch_step(self.links.get(key), key, ops)
-            assert not link.failed
-            if link.state is not None:
-                self.links[key] = link.state
-            outs = link.outs
-        else:
-            outs = []
-            for op in ops:
-                if isinstance(op, LinkGained | LinkLost):
-                    self.identities[key] = profile_identity_step(self.identities.get(key), key, op)
-                    continue
-                assert isinstance(op, AddFact | AbsorbFacts | ReleaseFacts)
-                self.profiles[key], released, _ = profile_step(
-                    self.profiles.get(key), self.store, key, op, CARD_SETTINGS, self.now
-                )
-                outs.extend(released)
-        self.send(f"{role}:{key}", outs)
-
-    def run(self, choose: object = None) -> None:
-        while self.lanes:
-            lanes = sorted(self.lanes)
-            lane = lanes[choose(len(lanes))] if callable(choose) else lanes[0]
-            self.deliver(lane)
-
-    def outcome(self) -> tuple[dict, dict]:
-        claims = {k: s.claims for k, s in self.links.items() if s.claims}
-        facts = {
-            pid: {(event_id, via) for event_id, via, _ in held}
-            for pid in self.profiles
-            if (held := held_facts(self.store, pid))
-        }
-        return claims, facts
+def new_pipeline(now: datetime | None = None, limits: GuardLimits = LIMITS) -> Driver:
+    """The worker's agents in memory; `now` is the profiles' clock (interest window)."""
+    return Driver(CARD_SETTINGS, limits, now=now or T0 + timedelta(days=1))
 
 
-def calm(events: list[bytes], pipeline: Pipeline) -> Pipeline:
+def outcome(pipeline: Driver) -> tuple[dict, dict]:
+    """Every link's claims, and every profile's facts as (event id, link) pairs."""
+    claims = {k: s.claims for k, s in pipeline.links.items() if s.claims}
+    facts = {
+        pid: {(event_id, via) for event_id, via, _ in held}
+        for pid in pipeline.profiles
+        if (held := held_facts(pipeline.store, pid))
+    }
+    return claims, facts
+
+
+def calm(events: list[bytes], pipeline: Driver) -> Driver:
     """Each event in event-time order, each delivered completely before the next."""
-    for raw in sorted(events, key=lambda r: (orjson.loads(r)["ts"], orjson.loads(r)["event_id"])):
-        pipeline.intake(raw)
-        pipeline.run()
+    pipeline.calm(events)
     return pipeline
 
 
 def calm_run(events: list[bytes]) -> tuple[dict, dict]:
     """The outcome of a calm run (`calm`) of `events` from empty tables."""
-    return calm(events, Pipeline()).outcome()
+    return outcome(calm(events, new_pipeline()))
 
 
 spec = st.lists(
@@ -198,7 +110,7 @@ def test_any_interleaving_and_duplicates_end_in_the_calm_state(
     expected = calm_run(events)
 
     arrivals = data.draw(st.permutations(events + events))  # every event twice, any order
-    pipeline = Pipeline()
+    pipeline = new_pipeline()
     pending = list(arrivals)
     while pending or pipeline.lanes:
         # either take the next input record in, or deliver from some lane
@@ -207,7 +119,7 @@ def test_any_interleaving_and_duplicates_end_in_the_calm_state(
             continue
         lanes = sorted(pipeline.lanes)
         pipeline.deliver(lanes[data.draw(st.integers(0, len(lanes) - 1))])
-    assert pipeline.outcome() == expected
+    assert outcome(pipeline) == expected
 
 
 def test_the_calm_run_places_facts_by_hand() -> None:
@@ -283,15 +195,15 @@ def card_receipts() -> list[bytes]:
     ]
 
 
-def settled_owners() -> Pipeline:
-    return calm(card_owners(), Pipeline(T0 + timedelta(days=2), TAKEOVER_LIMITS))
+def settled_owners() -> Driver:
+    return calm(card_owners(), new_pipeline(T0 + timedelta(days=2), TAKEOVER_LIMITS))
 
 
-def owners(pipeline: Pipeline) -> dict[str, str | None]:
+def owners(pipeline: Driver) -> dict[str, str | None]:
     return {card: pipeline.links[f"loyalty_card:{card}"].current_owner for card in CARDS}
 
 
-def changes_of(pipeline: Pipeline, kind: str) -> list[tuple[str, str | None]]:
+def changes_of(pipeline: Driver, kind: str) -> list[tuple[str, str | None]]:
     """(customer, cause event) of each identity change of `kind` the pipeline published."""
     return sorted(
         (out.message.customer_id, out.message.cause_event_id)  # type: ignore[union-attr]
@@ -300,7 +212,7 @@ def changes_of(pipeline: Pipeline, kind: str) -> list[tuple[str, str | None]]:
     )
 
 
-def held_back(pipeline: Pipeline) -> list[str]:
+def held_back(pipeline: Driver) -> list[str]:
     """Event ids of the identify events the guard sent to the quarantine topic."""
     return [
         orjson.loads(out.message)["event_id"]  # type: ignore[arg-type]
@@ -364,7 +276,7 @@ def test_a_burst_split_anywhere_takes_no_more_cards_than_one_at_a_time(
     # the profiles agree: C-GRAB shows the cards it took, each owner the one it kept,
     # and each card's receipt is held by the card's owner at its time, once
     assert pipeline.identities[GRABBER].links == tuple(f"loyalty_card:{c}" for c in moved)
-    _, facts = pipeline.outcome()
+    _, facts = outcome(pipeline)
     for n, card in enumerate(CARDS, 1):
         owner = GRABBER if card in moved else f"V{n}"
         kept = () if card in moved else (f"loyalty_card:{card}",)
@@ -373,3 +285,12 @@ def test_a_burst_split_anywhere_takes_no_more_cards_than_one_at_a_time(
             pid for pid, held in facts.items() if (f"pos-{n}", f"loyalty_card:{card}") in held
         ]
         assert holders == [owner], card
+
+
+def test_the_driver_docstring_example_runs() -> None:
+    import doctest
+
+    import app.pipeline.driver
+
+    result = doctest.testmod(app.pipeline.driver)
+    assert result.attempted > 0 and result.failed == 0

@@ -32,17 +32,47 @@ from app.pipeline.ops import (
 )
 from app.pipeline.steps import (
     Out,
+    Outcome,
     ProfileIdentity,
-    guard_step,
-    identity_step,
-    profile_identity_step,
-    profile_ops_step,
-    profile_step,
+    guard_batch,
+    identity_batch,
+    profile_batch,
 )
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 LIMITS = GuardLimits()
+
+
+def one(outcome: Outcome[Any]) -> tuple[Any, list[Out]]:
+    """The state and messages of a batch of one; its op's error, if it raised."""
+    for _, error in outcome.failed:
+        raise error
+    return outcome.state, outcome.outs
+
+
+def guard_one(state: Any, customer_id: str, op: Any, limits: GuardLimits) -> Any:
+    """The guard agent's batch step, fed a batch of one."""
+    return one(guard_batch(state, customer_id, [op], limits))
+
+
+def link_one(state: Any, key: str, op: Any) -> Any:
+    """The identity agent's batch step, fed a batch of one."""
+    return one(identity_batch(state, key, [op]))
+
+
+def profile_one(state: Any, identity: Any, store: Any, profile_id: str, op: Any, now: Any) -> Any:
+    """The profile agent's batch step, fed a batch of one."""
+    outcome = profile_batch(state, identity, store, profile_id, [op], CARD, now)
+    one(outcome)
+    return outcome
+
+
+def identity_block(identity: ProfileIdentity | None, profile_id: str, op: Any) -> Any:
+    """The identity block after the profile agent's batch step took one LinkGained/LinkLost."""
+    return profile_one(None, identity, MemoryFactStore(), profile_id, op, T0).state.identity
+
+
 LOYALTY = {"name": "loyalty_card", "value": "7001"}
 
 
@@ -115,7 +145,7 @@ def test_guard_accepts_and_fans_out_claims_and_the_attributes() -> None:
             event_id="id-1",
         )
     )
-    state, outs = guard_step(None, "C-1", CheckIdentify(text), LIMITS)
+    state, outs = guard_one(None, "C-1", CheckIdentify(text), LIMITS)
     assert not state.quarantined
     assert outs == [
         Out("identity_ops", "email:a@x.pl", ClaimLink("C-1", "id-1", "2026-11-02T10:00:00+00:00")),
@@ -128,12 +158,12 @@ def test_guard_quarantines_a_customer_id_claiming_too_many_emails() -> None:
     state = GuardState()
     for n in (1, 2):
         _, text = accepted(make_identify(customer_id="C-X", links={"email": f"u{n}@x.pl"}))
-        state, outs = guard_step(state, "C-X", CheckIdentify(text), limits)
+        state, outs = guard_one(state, "C-X", CheckIdentify(text), limits)
         assert outs[0].role == "identity_ops"
     _, third = accepted(
         make_identify(customer_id="C-X", links={"email": "u3@x.pl"}, event_id="id-3")
     )
-    state, outs = guard_step(state, "C-X", CheckIdentify(third), limits)
+    state, outs = guard_one(state, "C-X", CheckIdentify(third), limits)
     assert state.quarantined
     assert [o.role for o in outs] == ["quarantine", "identity_changes"]
     assert outs[0].message == third.encode()
@@ -149,20 +179,20 @@ def test_guard_quarantines_a_customer_id_claiming_too_many_emails() -> None:
 
     # further claims, even of a known link, go to quarantine with no new change
     _, again = accepted(make_identify(customer_id="C-X", links={"email": "u1@x.pl"}))
-    state, outs = guard_step(state, "C-X", CheckIdentify(again), limits)
+    state, outs = guard_one(state, "C-X", CheckIdentify(again), limits)
     assert [o.role for o in outs] == ["quarantine"]
 
     # an operator releases it; it may claim again
-    state, outs = guard_step(state, "C-X", ReleaseGuard("ops", T0.isoformat()), limits)
+    state, outs = guard_one(state, "C-X", ReleaseGuard("ops", T0.isoformat()), limits)
     assert not state.quarantined
     assert isinstance(outs[0].message, IdentityChangeRecord)
     assert outs[0].message.kind == "released"
-    state, outs = guard_step(state, "C-X", CheckIdentify(again), limits)
+    state, outs = guard_one(state, "C-X", CheckIdentify(again), limits)
     assert outs[0].role == "identity_ops"
 
 
 def test_releasing_a_customer_that_is_not_quarantined_says_nothing() -> None:
-    state, outs = guard_step(None, "C-1", ReleaseGuard("ops", T0.isoformat()), LIMITS)
+    state, outs = guard_one(None, "C-1", ReleaseGuard("ops", T0.isoformat()), LIMITS)
     assert outs == [] and not state.quarantined
 
 
@@ -181,10 +211,10 @@ def test_guard_grants_takeovers_up_to_one_past_the_limit_then_quarantines() -> N
     limits = GuardLimits(max_takeovers=2)
     state: GuardState | None = None
     for n in (1, 2):
-        state, outs = guard_step(state, "C-9", takeover(n), limits)
+        state, outs = guard_one(state, "C-9", takeover(n), limits)
         assert outs == [grant(n)]
     # the third customer taken from is one too many: it is taken, and C-9 quarantined
-    state, outs = guard_step(state, "C-9", takeover(3), limits)
+    state, outs = guard_one(state, "C-9", takeover(3), limits)
     assert state.quarantined
     assert outs[0] == grant(3)
     [change] = [o.message for o in outs[1:]]
@@ -196,9 +226,9 @@ def test_guard_grants_takeovers_up_to_one_past_the_limit_then_quarantines() -> N
         "took links from 3 other customers (limit 2)",
     )
     # a fourth is refused: nothing goes back, the link stays with C-4
-    assert guard_step(state, "C-9", takeover(4), limits) == (state, [])
+    assert guard_one(state, "C-9", takeover(4), limits) == (state, [])
     # a replayed request of a counted takeover gets its grant again, counted once
-    assert guard_step(state, "C-9", takeover(3), limits) == (state, [grant(3)])
+    assert guard_one(state, "C-9", takeover(3), limits) == (state, [grant(3)])
     assert state.took_from == {"C-1", "C-2", "C-3"}
 
 
@@ -207,7 +237,7 @@ def test_guard_grants_takeovers_up_to_one_past_the_limit_then_quarantines() -> N
 
 def test_link_only_event_on_an_unknown_link_collects_on_its_anonymous_profile() -> None:
     _, text = accepted(make_receipt(link={"name": "loyalty_card", "value": "7001"}))
-    state, outs = identity_step(None, "loyalty_card:7001", ResolveLink(text))
+    state, outs = link_one(None, "loyalty_card:7001", ResolveLink(text))
     assert state == LinkState(seen_anonymous=True)
     assert outs == [
         Out("profile_ops", "~loyalty_card:7001", AddFact(text, via="loyalty_card:7001"))
@@ -215,7 +245,7 @@ def test_link_only_event_on_an_unknown_link_collects_on_its_anonymous_profile() 
 
 
 def test_first_claim_of_a_fresh_link_only_links() -> None:
-    state, outs = identity_step(None, "email:a@x.pl", ClaimLink("C-1", "id-1", T0.isoformat()))
+    state, outs = link_one(None, "email:a@x.pl", ClaimLink("C-1", "id-1", T0.isoformat()))
     assert state == LinkState(claims=(Claim(T0, "id-1", "C-1"),))
     assert [(o.role, o.key, type(o.message).__name__) for o in outs] == [
         ("identity_changes", "C-1", "IdentityChangeRecord"),
@@ -233,7 +263,7 @@ def test_first_claim_of_a_fresh_link_only_links() -> None:
 
 def test_claim_of_a_link_with_anonymous_history_merges_it() -> None:
     key = "device:d-1"
-    _, outs = identity_step(
+    _, outs = link_one(
         LinkState(seen_anonymous=True), key, ClaimLink("C-1", "id-1", T0.isoformat())
     )
     assert [(o.role, o.key, type(o.message).__name__) for o in outs] == [
@@ -251,11 +281,11 @@ def test_a_later_claim_by_another_customer_asks_its_guard_then_reassigns() -> No
     t1 = T0 + timedelta(days=1)
     owned = LinkState(claims=(Claim(T0, "id-1", "C-1"),))
     # the claim would take C-1's card: nothing moves until C-2's guard counted it
-    state, outs = identity_step(owned, key, ClaimLink("C-2", "id-2", t1.isoformat()))
+    state, outs = link_one(owned, key, ClaimLink("C-2", "id-2", t1.isoformat()))
     assert state is owned
     assert outs == [Out("guard_ops", "C-2", RecordTakeover("C-1", key, "id-2", t1.isoformat()))]
 
-    state, outs = identity_step(state, key, GrantTakeover("C-2", "id-2", t1.isoformat(), "C-1"))
+    state, outs = link_one(state, key, GrantTakeover("C-2", "id-2", t1.isoformat(), "C-1"))
     assert state.current_owner == "C-2"
     assert outs == [
         Out(
@@ -277,8 +307,8 @@ def test_a_later_claim_by_another_customer_asks_its_guard_then_reassigns() -> No
     ]
     # a replayed grant or claim finds the claim applied: nothing more
     again = GrantTakeover("C-2", "id-2", t1.isoformat(), "C-1")
-    assert identity_step(state, key, again) == (state, [])
-    assert identity_step(state, key, ClaimLink("C-2", "id-2", t1.isoformat())) == (state, [])
+    assert link_one(state, key, again) == (state, [])
+    assert link_one(state, key, ClaimLink("C-2", "id-2", t1.isoformat())) == (state, [])
 
 
 def test_a_grant_is_checked_against_the_link_as_it_is_when_it_comes() -> None:
@@ -288,14 +318,14 @@ def test_a_grant_is_checked_against_the_link_as_it_is_when_it_comes() -> None:
 
     # meanwhile C-3 took the card before C-2's time: C-2 takes it from C-3, not C-1
     by_c3 = LinkState(claims=(Claim(T0, "id-1", "C-1"), Claim(t1, "id-3", "C-3")))
-    state, outs = identity_step(by_c3, key, granted)
+    state, outs = link_one(by_c3, key, granted)
     assert state is by_c3
     assert outs == [Out("guard_ops", "C-2", RecordTakeover("C-3", key, "id-2", t2.isoformat()))]
 
     # meanwhile C-1 claimed it again, after C-2's time: C-2's claim takes no current
     # owner any more, only the history between its time and C-1's new claim
     kept = LinkState(claims=(Claim(T0, "id-1", "C-1"), Claim(t3, "id-4", "C-1")))
-    state, outs = identity_step(kept, key, granted)
+    state, outs = link_one(kept, key, granted)
     assert state.current_owner == "C-1"
     assert [c.event_id for c in state.claims] == ["id-1", "id-2", "id-4"]
     assert outs == [
@@ -320,7 +350,7 @@ def test_returned_facts_go_to_the_owner_at_their_own_time() -> None:
         "PL",
     )
     returned = tuple(fact_to_json(fact_of(e, key)).decode() for e in (early, late))
-    _, outs = identity_step(state, key, ReturnFacts(returned))
+    _, outs = link_one(state, key, ReturnFacts(returned))
     assert outs == [
         Out("profile_ops", "C-1", AbsorbFacts((returned[0],))),
         Out("profile_ops", "C-2", AbsorbFacts((returned[1],))),
@@ -344,7 +374,16 @@ def test_profile_releases_a_links_facts_back_to_the_link() -> None:
     store = MemoryFactStore()
 
     def step(state: Any, profile_id: str, op: Any) -> Any:
-        return profile_step(state, store, profile_id, op, CARD, T0)
+        """The head, the messages but the card, and the card blocks that changed."""
+        outcome = profile_one(state, None, store, profile_id, op, T0)
+        outs = [out for out in outcome.outs if out.role != "profile_changes"]
+        changed = frozenset(
+            block
+            for out in outcome.outs
+            if isinstance(out.message, ProfileChangeRecord)
+            for block in out.message.changed
+        )
+        return outcome.state.head, outs, changed
 
     state, _, changed = step(None, "C-1", AddFact(view, via=key))
     assert changed
@@ -368,13 +407,13 @@ def test_profile_releases_a_links_facts_back_to_the_link() -> None:
 
 def test_profile_identity_records_links_merges_and_history_once() -> None:
     gained = LinkGained("device:d-1", "merged", "~device:d-1", "id-1", T0.isoformat())
-    card = profile_identity_step(None, "C-1", gained)
-    card = profile_identity_step(card, "C-1", gained)  # duplicate delivery
+    card = identity_block(None, "C-1", gained)
+    card = identity_block(card, "C-1", gained)  # duplicate delivery
     assert card.links == ("device:d-1",)
     assert card.merged_from == ("~device:d-1",)
     assert len(card.history) == 1
     lost = LinkLost("device:d-1", "C-2", "id-2", (T0 + timedelta(days=1)).isoformat())
-    card = profile_identity_step(card, "C-1", lost)
+    card = identity_block(card, "C-1", lost)
     assert card.links == ()
     assert card.links_by_name() == {}
     assert [(e["kind"], e["customer_id"], e["previous_owner"]) for e in card.history] == [
@@ -389,15 +428,15 @@ def test_links_gained_by_one_event_keep_one_order_whatever_the_arrival() -> None
     # partitions, in either order (seen with several workers)
     email = LinkGained("email:a@x.pl", "linked", None, "id-1", T0.isoformat())
     device = LinkGained("device:d-1", "merged", "~device:d-1", "id-1", T0.isoformat())
-    one = profile_identity_step(profile_identity_step(None, "C-1", email), "C-1", device)
-    other = profile_identity_step(profile_identity_step(None, "C-1", device), "C-1", email)
+    one = identity_block(identity_block(None, "C-1", email), "C-1", device)
+    other = identity_block(identity_block(None, "C-1", device), "C-1", email)
     assert [e["link"] for e in one.history] == ["device:d-1", "email:a@x.pl"]
     assert one.history == other.history
 
 
 def test_anonymous_profile_remembers_where_it_went() -> None:
     lost = LinkLost("device:d-1", "C-1", "id-1", T0.isoformat())
-    assert profile_identity_step(None, "~device:d-1", lost).forwarded_to == "C-1"
+    assert identity_block(None, "~device:d-1", lost).forwarded_to == "C-1"
 
 
 # --------------------------------------------------------------------------- ops
@@ -442,7 +481,7 @@ def test_a_new_fact_publishes_the_whole_card_with_the_changed_blocks() -> None:
             receipt_id="R-1", total=100.0, customer_id="C-1", ts="2026-11-02T10:00:00+00:00"
         )
     )
-    outcome = profile_ops_step(None, None, store, "C-1", AddFact(text, via=None), CARD, T0)
+    outcome = profile_one(None, None, store, "C-1", AddFact(text, via=None), T0)
     [out] = outcome.outs
     assert (out.role, out.key) == ("profile_changes", "C-1")
     record = out.message
@@ -451,21 +490,21 @@ def test_a_new_fact_publishes_the_whole_card_with_the_changed_blocks() -> None:
     assert {"receipts", "summary"} <= set(record.changed)
     assert record.card["summary"]["receipts_count"] == 1
     assert record.card["summary"]["receipts_total"] == 100.0
-    assert outcome.deadline is None  # no cart
+    assert outcome.state.cart_deadline is None  # no cart
 
 
 def test_a_duplicate_publishes_nothing() -> None:
     store = MemoryFactStore()
     _, text = accepted(make_event("tag", customer_id="C-1", tag="vip"))
-    first = profile_ops_step(None, None, store, "C-1", AddFact(text, via=None), CARD, T0)
-    again = profile_ops_step(first.state, None, store, "C-1", AddFact(text, via=None), CARD, T0)
-    assert again.outs == [] and again.state == first.state
+    first = profile_one(None, None, store, "C-1", AddFact(text, via=None), T0)
+    again = profile_one(first.state.head, None, store, "C-1", AddFact(text, via=None), T0)
+    assert again.outs == [] and again.state.head == first.state.head
 
 
 def test_identity_changes_republish_links_and_contacts() -> None:
     store = MemoryFactStore()
     gained = LinkGained("email:ann@x.pl", "linked", None, "id-1", T0.isoformat())
-    outcome = profile_ops_step(None, None, store, "C-1", gained, CARD, T0)
+    outcome = profile_one(None, None, store, "C-1", gained, T0)
     [out] = outcome.outs
     assert isinstance(out.message, ProfileChangeRecord)
     assert out.message.changed == ["contacts", "identity", "links"]
@@ -486,33 +525,28 @@ def test_cart_is_declared_abandoned_once_after_the_idle_time() -> None:
             ts=added.isoformat(),
         )
     )
-    outcome = profile_ops_step(None, None, store, "C-1", AddFact(text, via=None), CARD, added)
-    assert outcome.deadline == added + timedelta(hours=1)
+    outcome = profile_one(None, None, store, "C-1", AddFact(text, via=None), added)
+    assert outcome.state.cart_deadline == added + timedelta(hours=1)
 
-    early = profile_ops_step(
-        outcome.state,
+    early = profile_one(
+        outcome.state.head,
         None,
         store,
         "C-1",
         CheckCart(added.isoformat()),
-        CARD,
         added + timedelta(minutes=59),
     )
-    assert early.outs == [] and early.deadline == added + timedelta(hours=1)
+    assert early.outs == [] and early.state.cart_deadline == added + timedelta(hours=1)
 
     later = added + timedelta(hours=2)
-    due = profile_ops_step(
-        outcome.state, None, store, "C-1", CheckCart(later.isoformat()), CARD, later
-    )
+    due = profile_one(outcome.state.head, None, store, "C-1", CheckCart(later.isoformat()), later)
     [out] = due.outs
     assert isinstance(out.message, ProfileChangeRecord)
     assert (out.message.kind, out.message.changed) == ("cart_abandoned", ["activity", "cart"])
     assert out.message.card["cart"]["abandoned"] is True
-    assert due.deadline is None  # notified: no deadline until the cart changes
+    assert due.state.cart_deadline is None  # notified: no deadline until the cart changes
 
-    again = profile_ops_step(
-        due.state, None, store, "C-1", CheckCart(later.isoformat()), CARD, later
-    )
+    again = profile_one(due.state.head, None, store, "C-1", CheckCart(later.isoformat()), later)
     assert again.outs == []
 
 
@@ -532,6 +566,6 @@ def test_an_order_of_the_cart_content_cancels_the_deadline() -> None:
             ts=(added + timedelta(minutes=5)).isoformat(),
         )
     )
-    state = profile_ops_step(None, None, store, "C-1", AddFact(cart, via=None), CARD, added).state
-    bought = profile_ops_step(state, None, store, "C-1", AddFact(order, via=None), CARD, added)
-    assert bought.deadline is None
+    state = profile_one(None, None, store, "C-1", AddFact(cart, via=None), added).state.head
+    bought = profile_one(state, None, store, "C-1", AddFact(order, via=None), added)
+    assert bought.state.cart_deadline is None

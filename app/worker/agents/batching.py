@@ -33,14 +33,11 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from app.pipeline.limits import MAX_RECORD_BYTES, chunk_ops
-from app.pipeline.ops import Op, decode_ops, encode_op, is_op
-from app.pipeline.steps import Failure, Out
+from app.pipeline.ops import Op, decode_ops, encode_op
+from app.pipeline.steps import Failure, Out, gather
 from app.worker.agents.outbox import Origin, dead_letter_failure, dead_letter_too_large, send_outs
 from app.worker.channels import Channels
 from app.worker.settings import Settings
-
-#: Roles whose messages are internal ops, sent in as few messages per key as the limit allows.
-INTERNAL_ROLES = frozenset({"guard_ops", "identity_ops", "profile_ops"})
 
 
 async def batches(stream: faust.StreamT[bytes], settings: Settings) -> AsyncIterator[list[EventT]]:
@@ -149,31 +146,8 @@ async def fold_batches(
         await outbox.flush()
 
 
-def gather(outs: Iterable[Out]) -> tuple[dict[tuple[str, str], list[Op]], list[Out]]:
-    """Internal ops by (topic role, key), each key's in order; and the other messages, in order."""
-    internal, outputs = _gather((out, None) for out in outs)
-    return (
-        {place: [op for op, _ in ops] for place, ops in internal.items()},
-        [out for out, _ in outputs],
-    )
-
-
+#: A message and the records it came from (None: unknown).
 Traced = tuple[Out, Origin | None]
-
-
-def _gather(
-    outs: Iterable[Traced],
-) -> tuple[dict[tuple[str, str], list[tuple[Op, Origin | None]]], list[Traced]]:
-    """`gather`, each message with its origin."""
-    internal: dict[tuple[str, str], list[tuple[Op, Origin | None]]] = {}
-    outputs: list[Traced] = []
-    for out, origin in outs:
-        message = out.message
-        if out.role in INTERNAL_ROLES and not out.headers and is_op(message):
-            internal.setdefault((out.role, out.key), []).append((message, origin))
-        else:
-            outputs.append((out, origin))
-    return internal, outputs
 
 
 class Outbox:
@@ -195,7 +169,7 @@ class Outbox:
 
     async def flush(self) -> None:
         """Send everything gathered: each key's ops in bounded messages, outputs one by one."""
-        internal, outputs = _gather(self.outs)
+        internal, outputs = gather(self.outs)
         self.outs = []
         for (role, key), traced in internal.items():
             if role in self.channels.muted:

@@ -2,9 +2,9 @@
 
 The identity agent is the only writer of the link -> owner table; it moves a
 link from one customer to another only once the claimer's guard counted and
-granted the takeover (`app.pipeline.steps.identity_step`). Both loops
+granted the takeover (`app.pipeline.steps.identity_batch`). Both loops
 take a batch of records (`app.worker.agents.batching`), and per key load the state
-once, fold the key's ops with `app.pipeline.steps`, store the state if it
+once, fold the key's ops with `guard_batch` / `identity_batch`, store the state if it
 changed, and hand what the steps returned to the outbox.
 """
 
@@ -19,7 +19,7 @@ from app.domain.identity import (
     link_state_to_json,
 )
 from app.pipeline.ops import Op
-from app.pipeline.steps import Failure, Out, guard_batch_step, identity_batch_step
+from app.pipeline.steps import Failure, Out, guard_batch, identity_batch
 from app.worker.agents.batching import fold_batches
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
@@ -35,7 +35,7 @@ def register(
     def fold_guard(customer_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
         raw = tables.guards.get(customer_id)
         before = guard_state_from_json(raw) if raw else None
-        done = guard_batch_step(before, customer_id, ops, limits, settings.blocked_values)
+        done = guard_batch(before, customer_id, ops, limits, settings.blocked_values)
         if done.state is not None and done.state != before:
             tables.guards[customer_id] = guard_state_to_json(done.state)
         return done.outs, done.failed
@@ -43,7 +43,7 @@ def register(
     def fold_link(key: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
         raw = tables.links.get(key)
         before = link_state_from_json(raw) if raw else None
-        done = identity_batch_step(before, key, ops)
+        done = identity_batch(before, key, ops)
         if done.state is not None and done.state != before:
             tables.links[key] = link_state_to_json(done.state)
         return done.outs, done.failed

@@ -2,7 +2,7 @@
 
 The agent folds facts, hands facts back to their link, keeps the identity
 block, and publishes the card on `cdp.profile-changes` whenever it changed:
-once per batch of the profile's ops (`app.pipeline.steps.profile_batch_step`,
+once per batch of the profile's ops (`app.pipeline.steps.profile_batch`,
 `app.worker.agents.batching`). It also keeps, per profile with a
 cart not yet notified, the time that cart becomes abandoned; a timer on every
 worker looks at its own partitions' deadlines and asks the agent to check the
@@ -24,7 +24,7 @@ import faust
 
 from app.domain.profile import HeadCache
 from app.pipeline.ops import CheckCart, Op, encode_op
-from app.pipeline.steps import Failure, Out, ProfileIdentity, profile_batch_step
+from app.pipeline.steps import Failure, Out, ProfileIdentity, profile_batch
 from app.worker.agents.batching import GroupFold, fold_batches
 from app.worker.agents.factstore import TableFactStore
 from app.worker.agents.stats import WorkerStats
@@ -72,15 +72,16 @@ def register(
         raw_identity = tables.profile_identity.get(profile_id)
         state = heads.get(profile_id, raw_state) if raw_state else None
         identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
-        outcome = profile_batch_step(
+        outcome = profile_batch(
             state, identity, store, profile_id, ops, card_settings, settings.now()
         )
-        if outcome.encoded is not None:
-            tables.profiles[profile_id] = outcome.encoded
-            heads.put(profile_id, outcome.encoded, outcome.state)
-        if outcome.identity is not None and outcome.identity != identity:
-            tables.profile_identity[profile_id] = outcome.identity.to_json()
-        deadline = outcome.deadline.isoformat().encode() if outcome.deadline else None
+        after = outcome.state
+        if after.stored_head is not None:
+            tables.profiles[profile_id] = after.stored_head
+            heads.put(profile_id, after.stored_head, after.head)
+        if after.identity is not None and after.identity != identity:
+            tables.profile_identity[profile_id] = after.identity.to_json()
+        deadline = after.cart_deadline.isoformat().encode() if after.cart_deadline else None
         if deadline != tables.cart_deadlines.get(profile_id):
             if deadline is None:
                 del tables.cart_deadlines[profile_id]
