@@ -136,7 +136,7 @@ def run(bench: Bench, rate: float, seconds: float, settings: dict[str, str]) -> 
     worker.stop()
 
     def internal(name: str) -> str:
-        return f"{app_id}-{bench.topics.internal_name(name)}"
+        return bench.topics.internal_topic(app_id, name)
 
     warm = WARM_UP_EVENTS
     inputs = create_times(bench.bootstrap, bench.topics.events.name, partitions, total + warm)

@@ -349,6 +349,7 @@ def identity_release(
     from datetime import UTC, datetime
 
     from app.pipeline.ops import ReleaseGuard, encode_op
+    from app.pipeline.topics import Role
     from app.tools.producer import ChannelProducer
 
     settings = _settings(bootstrap=bootstrap, app_id=app_id)
@@ -356,7 +357,7 @@ def identity_release(
     _reach(settings)
     op = ReleaseGuard(requested_by or getpass.getuser(), datetime.now(UTC).isoformat())
     producer = ChannelProducer(settings.bootstrap, topics)
-    topic = f"{settings.state_app_id()}-{topics.internal_name('guard_ops')}"
+    topic = topics.internal_topic(settings.state_app_id(), Role.GUARD_OPS)
     producer.produce(topic, customer_id.encode(), encode_op(op))
     failures = producer.flush()
     if failures:

@@ -53,9 +53,10 @@ from app.pipeline.steps import (
     identity_batch,
     profile_batch,
 )
+from app.pipeline.topics import Role
 
 #: A lane: (sender, role, key).
-Lane = tuple[str, str, str]
+Lane = tuple[str, Role, str]
 
 
 class DriverError(AssertionError):
@@ -122,15 +123,15 @@ class Driver:
         if not queued:
             del self.lanes[lane]
         outcome: Outcome[Any]
-        if role == "guard_ops":
+        if role == Role.GUARD_OPS:
             outcome = guard_batch(self.guards.get(key), key, ops, self.limits, self.blocked)
             if outcome.state is not None:
                 self.guards[key] = outcome.state
-        elif role == "identity_ops":
+        elif role == Role.IDENTITY_OPS:
             outcome = identity_batch(self.links.get(key), key, ops)
             if outcome.state is not None:
                 self.links[key] = outcome.state
-        elif role == "profile_ops":
+        elif role == Role.PROFILE_OPS:
             outcome = profile_batch(
                 self.profiles.get(key),
                 self.identities.get(key),

@@ -16,6 +16,7 @@ from app.domain.links import DEFAULT_BLOCKED_VALUES, is_blocked, link_key
 from app.pipeline.limits import MAX_RECORD_BYTES, Header, input_too_large_reason, record_bytes
 from app.pipeline.ops import AddFact, CheckIdentify, ResolveLink
 from app.pipeline.steps import Out
+from app.pipeline.topics import Role
 
 #: The reason a record without a value (null: headers only, or a tombstone) is refused.
 NO_VALUE_REASON = (
@@ -61,8 +62,8 @@ def route_accepted(
         refused["customer_id"], customer_id = customer_id, None
     if customer_id is not None:
         if isinstance(event, Identify):
-            return [Out("guard_ops", customer_id, CheckIdentify(event_json))]
-        return [Out("profile_ops", customer_id, AddFact(event_json, via=None))]
+            return [Out(Role.GUARD_OPS, customer_id, CheckIdentify(event_json))]
+        return [Out(Role.PROFILE_OPS, customer_id, AddFact(event_json, via=None))]
     links = event.links if isinstance(event, Identify) else {}
     if not isinstance(event, Identify) and event.link is not None:
         links = {event.link.name: event.link.value}
@@ -73,4 +74,6 @@ def route_accepted(
             f"no usable identifier: only blocked placeholder values ({shown or 'none'})",
             kind="no_identifier",
         )
-    return [Out("identity_ops", link_key(n, v), ResolveLink(event_json)) for n, v in usable.items()]
+    return [
+        Out(Role.IDENTITY_OPS, link_key(n, v), ResolveLink(event_json)) for n, v in usable.items()
+    ]

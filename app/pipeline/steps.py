@@ -87,6 +87,7 @@ from app.pipeline.ops import (
     ReturnFacts,
     is_op,
 )
+from app.pipeline.topics import OPS_ROLES, Role
 
 S = TypeVar("S")
 
@@ -99,33 +100,30 @@ HISTORY_LIMIT = 50
 
 @dataclass(frozen=True, slots=True)
 class Out:
-    """A message to send: to the topic of `role` (a Topics role or internal role), under `key`."""
+    """A message to send: to the topic of `role`, under `key`."""
 
-    role: str  # guard_ops, identity_ops, profile_ops, identity_changes, quarantine
+    role: Role
     key: str
     message: Op | IdentityChangeRecord | ProfileChangeRecord | bytes
     headers: tuple[tuple[str, bytes], ...] = ()
 
-
-#: Roles whose messages are internal ops: an outbox sends each key's in few messages.
-INTERNAL_ROLES = frozenset({"guard_ops", "identity_ops", "profile_ops"})
 
 T = TypeVar("T")
 
 
 def gather(
     outs: Iterable[tuple[Out, T]],
-) -> tuple[dict[tuple[str, str], list[tuple[Op, T]]], list[tuple[Out, T]]]:
+) -> tuple[dict[tuple[Role, str], list[tuple[Op, T]]], list[tuple[Out, T]]]:
     """An outbox's sort: internal ops by (role, key), each key's in order; the rest in order.
 
     Each message comes with a tag (`T`: where its records came from, say) that stays
     with it. A message with headers stays a message of its own.
     """
-    internal: dict[tuple[str, str], list[tuple[Op, T]]] = {}
+    internal: dict[tuple[Role, str], list[tuple[Op, T]]] = {}
     outputs: list[tuple[Out, T]] = []
     for out, tag in outs:
         message = out.message
-        if out.role in INTERNAL_ROLES and not out.headers and is_op(message):
+        if out.role in OPS_ROLES and not out.headers and is_op(message):
             internal.setdefault((out.role, out.key), []).append((message, tag))
         else:
             outputs.append((out, tag))
@@ -170,7 +168,10 @@ def _guard_op(
             reason = verdict.reason or "quarantined"
             outs = [
                 Out(
-                    "quarantine", customer_id, op.event.encode(), (("cdp.reason", reason.encode()),)
+                    Role.QUARANTINE,
+                    customer_id,
+                    op.event.encode(),
+                    (("cdp.reason", reason.encode()),),
                 )
             ]
             if verdict.newly_quarantined:
@@ -180,10 +181,10 @@ def _guard_op(
             return verdict.state, outs
         ts = event.ts.isoformat()
         outs = [
-            Out("identity_ops", link_key(n, v), ClaimLink(customer_id, event.event_id, ts))
+            Out(Role.IDENTITY_OPS, link_key(n, v), ClaimLink(customer_id, event.event_id, ts))
             for n, v in usable.items()
         ]
-        outs.append(Out("profile_ops", customer_id, AddFact(op.event, via=None)))
+        outs.append(Out(Role.PROFILE_OPS, customer_id, AddFact(op.event, via=None)))
         return verdict.state, outs
     if isinstance(op, RecordTakeover):
         # counted here, in this customer's sequence of ops, before the link moves
@@ -191,7 +192,7 @@ def _guard_op(
         outs = []
         if verdict.accepted:
             grant = GrantTakeover(customer_id, op.event_id, op.ts, op.from_customer)
-            outs.append(Out("identity_ops", op.link_key, grant))
+            outs.append(Out(Role.IDENTITY_OPS, op.link_key, grant))
         if verdict.newly_quarantined:
             reason = verdict.reason or "too many takeovers"
             when = datetime.fromisoformat(op.ts)
@@ -212,7 +213,7 @@ def _guard_change(
     record = IdentityChangeRecord(
         kind=kind, customer_id=customer_id, cause_event_id=event_id, ts=ts, reason=reason
     )
-    return Out("identity_changes", customer_id, record)
+    return Out(Role.IDENTITY_CHANGES, customer_id, record)
 
 
 # --------------------------------------------------------------------------- identity
@@ -240,7 +241,7 @@ def _identity_op(state: LinkState | None, key: str, op: Op) -> tuple[LinkState |
         granted = op.from_customer if isinstance(op, GrantTakeover) else None
         if taken_from is not None and taken_from != granted:
             takeover = RecordTakeover(taken_from, key, op.event_id, op.ts)
-            return state, [Out("guard_ops", claim.customer_id, takeover)]
+            return state, [Out(Role.GUARD_OPS, claim.customer_id, takeover)]
         anonymous = anonymous_profile_id(key)
         # An anonymous profile that never received a fact needs no hand-over.
         silent = {anonymous} if not before.seen_anonymous else set()
@@ -255,12 +256,12 @@ def _identity_op(state: LinkState | None, key: str, op: Op) -> tuple[LinkState |
                 ts=change.ts,
             )
             gained = LinkGained(key, change.kind, change.previous_owner, change.event_id, op.ts)
-            outs.append(Out("identity_changes", change.customer_id, record))
-            outs.append(Out("profile_ops", change.customer_id, gained))
+            outs.append(Out(Role.IDENTITY_CHANGES, change.customer_id, record))
+            outs.append(Out(Role.PROFILE_OPS, change.customer_id, gained))
             lost_by = change.previous_owner or anonymous
             if lost_by not in silent:
                 lost = LinkLost(key, change.customer_id, change.event_id, op.ts)
-                outs.append(Out("profile_ops", lost_by, lost))
+                outs.append(Out(Role.PROFILE_OPS, lost_by, lost))
         for move in outcome.moves:
             if move.from_profile in silent:
                 continue
@@ -270,13 +271,13 @@ def _identity_op(state: LinkState | None, key: str, op: Op) -> tuple[LinkState |
                 move.ts_to.isoformat() if move.ts_to else None,
                 move.to_profile,
             )
-            outs.append(Out("profile_ops", move.from_profile, release_op))
+            outs.append(Out(Role.PROFILE_OPS, move.from_profile, release_op))
         return outcome.state, outs
     if isinstance(op, ResolveLink):
         owner = owner_at(state or LinkState(), key, event_time(op.event))
         if is_anonymous_profile(owner):
             state = note_anonymous_event(state or LinkState())
-        return state, [Out("profile_ops", owner, AddFact(op.event, via=key))]
+        return state, [Out(Role.PROFILE_OPS, owner, AddFact(op.event, via=key))]
     if isinstance(op, ReturnFacts):
         by_owner: dict[str, list[str]] = {}
         for raw in op.facts:
@@ -286,7 +287,7 @@ def _identity_op(state: LinkState | None, key: str, op: Op) -> tuple[LinkState |
                 state = note_anonymous_event(state or LinkState())
             by_owner.setdefault(owner, []).append(raw)
         return state, [
-            Out("profile_ops", owner, AbsorbFacts(chunk))
+            Out(Role.PROFILE_OPS, owner, AbsorbFacts(chunk))
             for owner, facts in by_owner.items()
             for chunk in chunk_facts(facts)
         ]
@@ -495,7 +496,9 @@ def _fold_facts(
     if not taken.taken:
         return current, [], frozenset()
     returned = [fact_to_json(fact).decode() for fact in taken.taken]
-    outs = [Out("identity_ops", op.link_key, ReturnFacts(chunk)) for chunk in chunk_facts(returned)]
+    outs = [
+        Out(Role.IDENTITY_OPS, op.link_key, ReturnFacts(chunk)) for chunk in chunk_facts(returned)
+    ]
     return taken.state, outs, taken.changed_blocks
 
 
@@ -552,7 +555,7 @@ def _profile_change(
         at=now,
         card=card,
     )
-    return Out("profile_changes", profile_id, record)
+    return Out(Role.PROFILE_CHANGES, profile_id, record)
 
 
 # --------------------------------------------------------------------------- batch steps

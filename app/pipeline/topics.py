@@ -1,16 +1,69 @@
-"""The registry of cardstream's topics, read from `topics/topics.toml`.
+"""The registry of cardstream's topics, read from `topics/topics.toml`, and every name
+derived from it.
 
 No topic name is spelled anywhere else in the code: agents, the producer and
-the CLI ask this registry for `Topics.identify`, `Topics.dead_letter`, ...
+the CLI ask this registry for `Topics.identify`, `Topics.dead_letter`, ... A
+worker's own topics and table changelogs are named by one function,
+`derived_topic_name` (`Topics.internal_topic`, `Topics.changelog_topic`), from the
+app id of a state version (`state_app_id`).
+
+Messages between agents and to the outputs name their topic by `Role`.
 """
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_TOPICS_FILE = Path(__file__).resolve().parents[2] / "topics" / "topics.toml"
+
+
+class Role(StrEnum):
+    """The topic a message goes to, by its role in `topics/topics.toml`.
+
+    A `StrEnum`: a role is its declared string (`Role.GUARD_OPS == "guard_ops"`).
+    """
+
+    GUARD_OPS = "guard_ops"
+    IDENTITY_OPS = "identity_ops"
+    PROFILE_OPS = "profile_ops"
+    IDENTITY_CHANGES = "identity_changes"
+    PROFILE_CHANGES = "profile_changes"
+    QUARANTINE = "quarantine"
+    DEAD_LETTER = "dead_letter"
+
+
+#: Roles of the internal topics the agents send each other ops on.
+OPS_ROLES = frozenset({Role.GUARD_OPS, Role.IDENTITY_OPS, Role.PROFILE_OPS})
+
+#: Roles of the topics downstream systems read. A rebuild mutes them (settings
+#: `publish_outputs`): the live state version already published all of it.
+OUTPUT_ROLES = frozenset(
+    {Role.IDENTITY_CHANGES, Role.PROFILE_CHANGES, Role.QUARANTINE, Role.DEAD_LETTER}
+)
+
+#: Roles of the worker's tables in `topics/topics.toml`.
+TableRole = Literal[
+    "links", "guards", "profiles", "profile_facts", "profile_identity", "cart_deadlines"
+]
+
+
+def state_app_id(app_id: str, state_version: str = "") -> str:
+    """The app id of state version `state_version` of app `app_id`: `<app id>-<version>`,
+    or `app_id` itself for the original (empty) version. Consumer group and prefix of
+    every derived topic."""
+    return f"{app_id}-{state_version}" if state_version else app_id
+
+
+def derived_topic_name(app_id: str, name: str, *, changelog: bool = False) -> str:
+    """The name of a worker's own topic: `<app id>-<name>` for internal topic `name`,
+    `<app id>-<name>-changelog` for the changelog of table `name` (Faust's rule for
+    both). `app_id` is a state version's (`state_app_id`). The only place these names
+    are spelled."""
+    return f"{app_id}-{name}-changelog" if changelog else f"{app_id}-{name}"
 
 
 class TopicsFileError(RuntimeError):
@@ -83,6 +136,24 @@ class Topics:
             raise TopicsFileError(
                 f"no [[internal]] with role {role!r} in the topics file"
             ) from None
+
+    def internal_topic(self, app_id: str, role: str) -> str:
+        """The name of internal topic `role` (`guard_ops`, ...) of app `app_id`."""
+        return derived_topic_name(app_id, self.internal_name(role))
+
+    def changelog_topic(self, app_id: str, role: str) -> str:
+        """The name of the changelog of table `role` (`profiles`, ...) of app `app_id`."""
+        return derived_topic_name(app_id, self.internal_name(role), changelog=True)
+
+    def derived_topics(self, app_id: str) -> dict[str, bool]:
+        """Every internal topic and table changelog of app `app_id`: name -> True for a
+        changelog (compacted)."""
+        return {
+            derived_topic_name(app_id, spec.name, changelog=spec.kind == "table"): (
+                spec.kind == "table"
+            )
+            for spec in self.internal.values()
+        }
 
     def by_name(self, name: str) -> TopicSpec:
         """The spec of topic `name`; raises KeyError if it is not declared."""

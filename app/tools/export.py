@@ -53,15 +53,10 @@ class StateNotFound(RuntimeError):
     """The state version has no changelog topics: it was never built (or was deleted)."""
 
 
-def changelog_topic(app_id: str, topics: Topics, role: str) -> str:
-    """The changelog topic of table `role` of app `app_id` (Faust: `<app id>-<table>-changelog`)."""
-    return f"{app_id}-{topics.internal_name(role)}-changelog"
-
-
 def apps_with_state(topic_names: Iterable[str], topics: Topics) -> list[str]:
     """The app ids (with their state version, `<app id>-<version>`) that have a profiles
     changelog among `topic_names`: what `--app-id` can name."""
-    suffix = "-" + changelog_topic("", topics, "profiles").lstrip("-")
+    suffix = topics.changelog_topic("", "profiles")  # "-<table>-changelog"
     return sorted(name[: -len(suffix)] for name in topic_names if name.endswith(suffix))
 
 
@@ -162,9 +157,9 @@ def read_state(
 
     Raises StateNotFound when the profiles changelog does not exist.
     """
-    raw_states = read_table(bootstrap, changelog_topic(app_id, topics, "profiles"))
+    raw_states = read_table(bootstrap, topics.changelog_topic(app_id, "profiles"))
     try:
-        raw_identities = read_table(bootstrap, changelog_topic(app_id, topics, "profile_identity"))
+        raw_identities = read_table(bootstrap, topics.changelog_topic(app_id, "profile_identity"))
     except StateNotFound:
         raw_identities = {}  # no link was ever gained: the topic is created on first use
     return decode_tables(raw_states, raw_identities)
@@ -174,7 +169,6 @@ __all__ = [
     "NOT_EXPORTED",
     "StateNotFound",
     "apps_with_state",
-    "changelog_topic",
     "decode_tables",
     "default_export_time",
     "export_line",

@@ -121,22 +121,11 @@ def events_between(starts: Mapping[Partition, int], ends: Mapping[Partition, int
     return sum(max(0, ends[tp] - starts.get(tp, 0)) for tp in ends)
 
 
-def internal_topics(app_id: str, topics: Topics) -> dict[str, bool]:
-    """The internal topics of app `app_id`: name -> True for a table changelog (compacted)."""
-    names: dict[str, bool] = {}
-    for spec in topics.internal.values():
-        if spec.kind == "table":
-            names[f"{app_id}-{spec.name}-changelog"] = True
-        else:
-            names[f"{app_id}-{spec.name}"] = False
-    return names
-
-
 def ops_partitions(app_id: str, topics: Topics) -> list[Partition]:
     """The partitions of the version's internal op topics (its pipeline)."""
     return [
         (name, p)
-        for name, changelog in sorted(internal_topics(app_id, topics).items())
+        for name, changelog in sorted(topics.derived_topics(app_id).items())
         if not changelog
         for p in range(topics.partitions)
     ]
@@ -263,7 +252,7 @@ def create_internal_topics(bootstrap: str, app_id: str, topics: Topics) -> list[
     """Create the version's internal topics (changelogs compacted); returns those created."""
     client = admin_client(bootstrap)
     existing = client.list_topics(timeout=10).topics
-    wanted = {n: c for n, c in internal_topics(app_id, topics).items() if n not in existing}
+    wanted = {n: c for n, c in topics.derived_topics(app_id).items() if n not in existing}
     if not wanted:
         return []
     futures = client.create_topics(

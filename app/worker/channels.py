@@ -1,8 +1,9 @@
 """The Faust topics and tables of one app, declared once from the topic registry.
 
-Every name comes from `topics/topics.toml`; internal topics are prefixed with
-the app id so that apps sharing a cluster never share state. All keys and values
-are raw bytes: agents encode and decode them.
+Every name comes from `topics/topics.toml`; internal topics are named by
+`app.pipeline.topics.derived_topic_name` (prefixed with the app id, so that apps
+sharing a cluster never share state). All keys and values are raw bytes on the
+wire: agents encode and decode them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,7 @@ from dataclasses import dataclass
 import faust
 from faust.types import TableT, TopicT
 
-from app.pipeline.topics import Topics
-
-#: Roles of the topics downstream systems read. A rebuild mutes them (settings
-#: `publish_outputs`): the live state version already published all of it.
-OUTPUT_ROLES = frozenset({"identity_changes", "profile_changes", "quarantine", "dead_letter"})
+from app.pipeline.topics import Role, TableRole, Topics, derived_topic_name
 
 
 @dataclass(frozen=True)
@@ -31,20 +28,20 @@ class Channels:
     guard_ops: TopicT
     identity_ops: TopicT
     profile_ops: TopicT
-    muted: frozenset[str] = frozenset()
+    muted: frozenset[Role] = frozenset()
 
     @classmethod
     def declare(
-        cls, app: faust.App, topics: Topics, muted: frozenset[str] = frozenset()
+        cls, app: faust.App, topics: Topics, muted: frozenset[Role] = frozenset()
     ) -> Channels:
         """Declare the app's topics; names come from the registry only."""
 
         def raw(*names: str) -> TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
 
-        def internal(role: str) -> TopicT:
+        def internal(role: Role) -> TopicT:
             return app.topic(
-                f"{app.conf.id}-{topics.internal_name(role)}",
+                derived_topic_name(app.conf.id, topics.internal_name(role)),
                 partitions=topics.partitions,
                 internal=True,
                 key_serializer="raw",
@@ -57,15 +54,15 @@ class Channels:
             profile_changes=raw(topics.profile_changes.name),
             dead_letter=raw(topics.dead_letter.name),
             quarantine=raw(topics.quarantine.name),
-            guard_ops=internal("guard_ops"),
-            identity_ops=internal("identity_ops"),
-            profile_ops=internal("profile_ops"),
+            guard_ops=internal(Role.GUARD_OPS),
+            identity_ops=internal(Role.IDENTITY_OPS),
+            profile_ops=internal(Role.PROFILE_OPS),
             muted=muted,
         )
 
-    def by_role(self, role: str) -> TopicT:
-        """The topic of `role` (a field name above); raises AttributeError if unknown."""
-        topic: TopicT = getattr(self, role)
+    def by_role(self, role: Role) -> TopicT:
+        """The topic of `role` (each role is a field above)."""
+        topic: TopicT = getattr(self, Role(role).value)
         return topic
 
 
@@ -82,7 +79,7 @@ class Tables:
 
     @classmethod
     def declare(cls, app: faust.App, topics: Topics) -> Tables:
-        def table(role: str, help_text: str) -> TableT:
+        def table(role: TableRole, help_text: str) -> TableT:
             return app.Table(
                 topics.internal_name(role),
                 partitions=topics.partitions,

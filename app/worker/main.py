@@ -12,10 +12,10 @@ import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from app.pipeline.topics import load_topics
+from app.pipeline.topics import OUTPUT_ROLES, load_topics
 from app.worker.agents import identity, intake, profiles
 from app.worker.agents.stats import WorkerStats
-from app.worker.channels import OUTPUT_ROLES, Channels, Tables
+from app.worker.channels import Channels, Tables
 from app.worker.end_offsets import correct_recovery_highwaters
 from app.worker.live import CardWatch
 from app.worker.logs import logging_config

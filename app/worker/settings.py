@@ -20,6 +20,7 @@ from app.domain.card import CardSettings
 from app.domain.identity import GuardLimits
 from app.domain.links import DEFAULT_BLOCKED_VALUES
 from app.domain.rfm import RfmThresholds
+from app.pipeline.topics import state_app_id
 from app.worker.logs import level_of
 
 ENV_PREFIX = "CARDSTREAM_"
@@ -261,7 +262,7 @@ class Settings(BaseSettings):
 
     def state_app_id(self) -> str:
         """The Faust app id of this state version: consumer group and internal topic prefix."""
-        return f"{self.app_id}-{self.state_version}" if self.state_version else self.app_id
+        return state_app_id(self.app_id, self.state_version)
 
     def state_data_dir(self) -> Path:
         """The RocksDB directory of this state version (never shared between versions)."""

@@ -202,7 +202,7 @@ def test_an_internal_op_that_fails_is_dead_lettered_alone_and_its_batch_folds(
 
     topics = isolated.topics
     worker = start_worker()
-    profile_ops = f"{worker.env['CARDSTREAM_APP_ID']}-{topics.internal_name('profile_ops')}"
+    profile_ops = topics.internal_topic(worker.env["CARDSTREAM_APP_ID"], "profile_ops")
     tag = accept_record(as_json(make_event("tag", customer_id="C-7", tag="vip")), "PL")
     good = AddFact(event_to_json(tag).decode(), via=None)
     broken = ReleaseFacts("device:d-1", "not a time", None, "C-8")
@@ -238,13 +238,9 @@ def test_state_that_does_not_decode_dead_letters_its_ops_and_the_worker_goes_on(
 
     topics = isolated.topics
     first = start_worker()
-    table = topics.internal_name("profiles")
+    changelog = topics.changelog_topic(first.env["CARDSTREAM_APP_ID"], "profiles")
     listed = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
-    [changelog] = [
-        name
-        for name in listed
-        if name.startswith(first.env["CARDSTREAM_APP_ID"]) and name.endswith(f"-{table}-changelog")
-    ]
+    assert changelog in listed, sorted(listed)
     first.stop()
     producer = ChannelProducer(broker.bootstrap, topics)
     producer.produce(changelog, b"C-9", b"\xffnot a profile")  # the key's partition: murmur2

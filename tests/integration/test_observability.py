@@ -169,7 +169,7 @@ def test_metrics_count_the_story_and_logs_are_json_without_personal_data(
         behind = {k: v for k, v in now.items() if k[0] == "cardstream_consumer_lag" and v}
         assert not behind  # internal topics too
         app_id = worker.env["CARDSTREAM_APP_ID"]
-        internal = f"{app_id}-{topics.internal_name('identity_ops')}"
+        internal = topics.internal_topic(app_id, "identity_ops")
         assert lags(now, internal) == {str(p): 0 for p in range(topics.partitions)}
         return now
 

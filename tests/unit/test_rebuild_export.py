@@ -23,7 +23,6 @@ from app.pipeline.topics import load_topics
 from app.tools.export import (
     LINKS_ONLY_TIME,
     NOT_EXPORTED,
-    changelog_topic,
     default_export_time,
     export_line,
     export_lines,
@@ -38,7 +37,6 @@ from app.tools.rebuild import (
     StartAt,
     events_between,
     folded_events,
-    internal_topics,
     ops_partitions,
     parse_offset_spec,
     parse_offset_specs,
@@ -207,7 +205,7 @@ def test_start_at_describes_itself() -> None:
 
 
 def test_internal_topic_names_of_a_version() -> None:
-    names = internal_topics("cardstream-v2", TOPICS)
+    names = TOPICS.derived_topics("cardstream-v2")
     assert names["cardstream-v2-guard-ops"] is False
     assert names["cardstream-v2-profiles-changelog"] is True
     assert names["cardstream-v2-profile-identity-changelog"] is True
@@ -228,7 +226,7 @@ def test_state_version_names_app_id_and_data_dir() -> None:
     assert (original.state_app_id(), original.state_data_dir()) == ("cs", Path("/d"))
     v2 = Settings(app_id="cs", data_dir=Path("/d"), state_version="v2")
     assert (v2.state_app_id(), v2.state_data_dir()) == ("cs-v2", Path("/d/state-v2"))
-    assert changelog_topic(v2.state_app_id(), TOPICS, "profiles") == "cs-v2-profiles-changelog"
+    assert TOPICS.changelog_topic(v2.state_app_id(), "profiles") == "cs-v2-profiles-changelog"
     with pytest.raises(ValueError, match="state_version"):
         Settings(state_version="a/b")
 

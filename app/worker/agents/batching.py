@@ -35,6 +35,7 @@ from faust.types import EventT
 from app.pipeline.limits import MAX_RECORD_BYTES, chunk_ops
 from app.pipeline.ops import Op, decode_ops, encode_op
 from app.pipeline.steps import Failure, Out, gather
+from app.pipeline.topics import Role
 from app.worker.agents.outbox import Origin, dead_letter_failure, dead_letter_too_large, send_outs
 from app.worker.channels import Channels
 from app.worker.settings import Settings
@@ -183,7 +184,7 @@ class Outbox:
             [origin for _, origin in outputs],
         )
 
-    async def send_ops(self, role: str, key: str, traced: list[tuple[Op, Origin | None]]) -> None:
+    async def send_ops(self, role: Role, key: str, traced: list[tuple[Op, Origin | None]]) -> None:
         """Send one key's ops in order, in messages under the limit; dead-letter ops too large."""
         raw_key = key.encode()
         chunks = chunk_ops([op for op, _ in traced], MAX_RECORD_BYTES - len(raw_key))

@@ -20,6 +20,7 @@ from app.pipeline.intake import accept_input, route_accepted
 from app.pipeline.limits import header_pairs
 from app.pipeline.ops import Op
 from app.pipeline.steps import Out
+from app.pipeline.topics import Role
 from app.worker.agents.batching import GroupFold, Outbox, batches, use_partition_of
 from app.worker.agents.outbox import Origin, dead_letter_failure, log_rejection, send_dead_letter
 from app.worker.agents.stats import WorkerStats
@@ -70,8 +71,8 @@ def register(
         return (
             fold_profile is not None
             and partitions is not None
-            and out.role == "profile_ops"
-            and "profile_ops" not in channels.muted
+            and out.role == Role.PROFILE_OPS
+            and Role.PROFILE_OPS not in channels.muted
             and partition_of(out.key, partitions) == record.message.partition
         )
 

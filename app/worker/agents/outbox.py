@@ -40,6 +40,7 @@ from app.pipeline.limits import (
 )
 from app.pipeline.ops import encode_op
 from app.pipeline.steps import Out
+from app.pipeline.topics import Role
 from app.worker.channels import Channels
 
 log = logging.getLogger(__name__)
@@ -120,10 +121,10 @@ class Origin:
         return headers
 
 
-def topic_name(channels: Channels, role: str) -> str:
+def topic_name(channels: Channels, role: Role) -> str:
     """The topic name of `role` (its first, for a topic of several names)."""
     topic = channels.by_role(role)
-    return str(topic.topics[0]) if getattr(topic, "topics", None) else role
+    return str(topic.topics[0]) if getattr(topic, "topics", None) else Role(role).value
 
 
 async def send_outs(
@@ -158,7 +159,7 @@ async def send_outs(
 async def dead_letter_too_large(
     channels: Channels,
     counters: Counter[str],
-    role: str,
+    role: Role,
     key: bytes,
     value: bytes,
     headers: Sequence[tuple[str, bytes]] = (),
@@ -183,11 +184,11 @@ async def dead_letter_too_large(
         len(key),
         extra={"role": role, "record_bytes": size, "key_bytes": len(key)},
     )
-    if "dead_letter" in channels.muted:
+    if Role.DEAD_LETTER in channels.muted:
         return
     now = datetime.now(UTC).isoformat().encode()
     letter: list[Header]
-    if role == "dead_letter":
+    if role == Role.DEAD_LETTER:
         letter = [(name, raw) for name, raw in headers if name != TRUNCATED_HEADER]
     else:
         topic = topic_name(channels, role)
@@ -246,7 +247,7 @@ async def send_dead_letter(
     `cdp.truncated`; reason and origin kept; counted as `too_large.dead_letter` in
     `counters`).
     """
-    if "dead_letter" in channels.muted:
+    if Role.DEAD_LETTER in channels.muted:
         return
     msg = record.message
     letter_value = msg.value if value is None else value
