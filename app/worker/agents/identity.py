@@ -12,12 +12,6 @@ from __future__ import annotations
 
 import faust
 
-from app.domain.identity import (
-    guard_state_from_json,
-    guard_state_to_json,
-    link_state_from_json,
-    link_state_to_json,
-)
 from app.pipeline.ops import Op
 from app.pipeline.steps import Failure, Out, guard_batch, identity_batch
 from app.worker.agents.batching import fold_batches
@@ -33,19 +27,17 @@ def register(
     limits = settings.guard_limits()
 
     def fold_guard(customer_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
-        raw = tables.guards.get(customer_id)
-        before = guard_state_from_json(raw) if raw else None
+        before = tables.guards.get(customer_id)
         done = guard_batch(before, customer_id, ops, limits, settings.blocked_values)
         if done.state is not None and done.state != before:
-            tables.guards[customer_id] = guard_state_to_json(done.state)
+            tables.guards.set(customer_id, done.state)
         return done.outs, done.failed
 
     def fold_link(key: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
-        raw = tables.links.get(key)
-        before = link_state_from_json(raw) if raw else None
+        before = tables.links.get(key)
         done = identity_batch(before, key, ops)
         if done.state is not None and done.state != before:
-            tables.links[key] = link_state_to_json(done.state)
+            tables.links.set(key, done.state)
         return done.outs, done.failed
 
     @app.agent(channels.guard_ops, name="guard")

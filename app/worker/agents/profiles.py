@@ -18,13 +18,12 @@ in the input topic).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import faust
 
-from app.domain.profile import HeadCache
 from app.pipeline.ops import CheckCart, Op, encode_op
-from app.pipeline.steps import Failure, Out, ProfileIdentity, profile_batch
+from app.pipeline.steps import Failure, Out, profile_batch
 from app.worker.agents.batching import GroupFold, fold_batches
 from app.worker.agents.factstore import TableFactStore
 from app.worker.agents.stats import WorkerStats
@@ -65,28 +64,19 @@ def register(
         return time.monotonic() - ready_since[0] >= settings.cart_grace_seconds
 
     store = TableFactStore(tables.profile_facts)
-    heads = HeadCache()
 
     def fold_profile(profile_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
-        raw_state = tables.profiles.get(profile_id)
-        raw_identity = tables.profile_identity.get(profile_id)
-        state = heads.get(profile_id, raw_state) if raw_state else None
-        identity = ProfileIdentity.from_json(raw_identity) if raw_identity else None
+        state = tables.profiles.get(profile_id)
+        identity = tables.profile_identity.get(profile_id)
         outcome = profile_batch(
             state, identity, store, profile_id, ops, card_settings, settings.now()
         )
         after = outcome.state
         if after.stored_head is not None:
-            tables.profiles[profile_id] = after.stored_head
-            heads.put(profile_id, after.stored_head, after.head)
+            tables.profiles.set_encoded(profile_id, after.head, after.stored_head)
         if after.identity is not None and after.identity != identity:
-            tables.profile_identity[profile_id] = after.identity.to_json()
-        deadline = after.cart_deadline.isoformat().encode() if after.cart_deadline else None
-        if deadline != tables.cart_deadlines.get(profile_id):
-            if deadline is None:
-                del tables.cart_deadlines[profile_id]
-            else:
-                tables.cart_deadlines[profile_id] = deadline
+            tables.profile_identity.set(profile_id, after.identity)
+        tables.cart_deadlines.put(profile_id, after.cart_deadline)
         if watch is not None:
             watch.published(outcome.outs)  # open staff pages fetch the card again
         return outcome.outs, outcome.failed
@@ -103,9 +93,8 @@ def register(
         stale = [pid for pid, at in asked.items() if time.monotonic() - at > CHECK_AGAIN_AFTER]
         for profile_id in stale:
             del asked[profile_id]
-        for key, raw in list(tables.cart_deadlines.items()):
-            profile_id = key.decode() if isinstance(key, bytes) else key
-            if datetime.fromisoformat(raw.decode()) + grace > now:
+        for profile_id, deadline in tables.cart_deadlines.items():
+            if deadline + grace > now:
                 continue
             if time.monotonic() - asked.get(profile_id, -CHECK_AGAIN_AFTER) < CHECK_AGAIN_AFTER:
                 continue

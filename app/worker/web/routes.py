@@ -13,20 +13,18 @@ from urllib.parse import quote
 
 import faust
 from faust.exceptions import SameNode
-from faust.types import TableT
 from faust.web import Request, Response, View
 from prometheus_client.exposition import choose_encoder
 
 from app import __version__
 from app.domain.card import filter_activity, receipts_page
 from app.domain.facts import fact_header, scan_facts
-from app.domain.identity import anonymous_profile_id, link_state_from_json
+from app.domain.identity import anonymous_profile_id
 from app.domain.links import InvalidLink, link_key, normalize_link
-from app.domain.profile import profile_state_from_json
-from app.pipeline.steps import ProfileIdentity, card_of
+from app.pipeline.steps import card_of
 from app.worker.agents.factstore import TableFactStore
 from app.worker.agents.stats import WorkerStats
-from app.worker.channels import Tables
+from app.worker.channels import Tables, TypedTable
 from app.worker.metrics import metrics_registry
 from app.worker.settings import Settings
 from app.worker.web.auth import ApiCredentials
@@ -38,7 +36,9 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
     def assigned() -> list[str]:
         return sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
 
-    async def elsewhere(table: TableT, key: str, web: View, request: Request) -> Response | None:
+    async def elsewhere(
+        table: TypedTable[Any], key: str, web: View, request: Request
+    ) -> Response | None:
         """The owner's answer when another worker holds `key`; None when it is this one."""
         try:
             response: Response = await app.router.route_req(table.name, key, web.web, request)
@@ -98,10 +98,10 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
 
     def owner_record(name: str, key: str) -> dict[str, Any] | None:
         """This worker's answer for a link it holds: its profile, or None when unknown."""
-        raw = tables.links.get(key)
-        if raw is None:
+        state = tables.links.get(key)
+        if state is None:
             return None
-        owner = link_state_from_json(raw).current_owner
+        owner = state.current_owner
         return {
             "link": {"name": name, "value": key.split(":", 1)[1]},
             "profile_id": owner or anonymous_profile_id(key),
@@ -110,13 +110,13 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         }
 
     def local_card(profile_id: str) -> dict[str, Any] | None:
-        raw_state = tables.profiles.get(profile_id)
-        raw_identity = tables.profile_identity.get(profile_id)
-        if raw_state is None and raw_identity is None:
+        state = tables.profiles.get(profile_id)
+        identity = tables.profile_identity.get(profile_id)
+        if state is None and identity is None:
             return None
         return card_of(
-            profile_state_from_json(raw_state) if raw_state else None,
-            ProfileIdentity.from_json(raw_identity) if raw_identity else None,
+            state,
+            identity,
             profile_id,
             settings.card_settings(),
             settings.now(),
@@ -195,10 +195,9 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         table = tables.profile_identity
         if (forwarded := await elsewhere(table, customer_id, web, request)) is not None:
             return forwarded
-        raw = table.get(customer_id)
-        if raw is None:
+        identity = table.get(customer_id)
+        if identity is None:
             return not_found(web, f"customer {customer_id} has no links")
-        identity = ProfileIdentity.from_json(raw)
         return web.json(
             {
                 "customer_id": customer_id,
@@ -216,10 +215,9 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         each came through; `more` says that there are more than the limit."""
         if (forwarded := await elsewhere(tables.profiles, profile_id, web, request)) is not None:
             return forwarded
-        raw = tables.profiles.get(profile_id)
-        if raw is None:
+        state = tables.profiles.get(profile_id)
+        if state is None:
             return not_found(web, f"profile {profile_id} holds no events")
-        state = profile_state_from_json(raw)
         limit = query_int(request, "limit", 1000)
         if limit is None:
             return bad_request(web, "limit must be a whole number from 1 to 10000")
@@ -247,7 +245,7 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
         previous page, or an ISO time) and `?limit=` (default 50, at most 500)."""
         if (forwarded := await elsewhere(tables.profiles, customer_id, web, request)) is not None:
             return forwarded
-        if tables.profiles.get(customer_id) is None:
+        if customer_id not in tables.profiles:
             return not_found(web, f"no customer {customer_id}")
         limit = query_int(request, "limit", 50, high=500)
         if limit is None:
