@@ -48,8 +48,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
+from app.domain.card_model import ActivityCategory
 from app.domain.contacts import email_contact, phone_contact
 from app.domain.facts import Fact, FactStore, fact_header, facts_from_rows, profile_prefix
 from app.domain.identity import IdentityChange, is_anonymous_profile
@@ -103,19 +104,7 @@ __all__ = [
 #: `website` / `app` (visits, page / product / category views, cart changes and the
 #: abandoned cart, by the event's channel: see APP_CHANNELS), `mailing`, `call_center`,
 #: `loyalty` (bonuses), `tag`, `subscription`, `promo_code`, `poll`.
-ACTIVITY_CATEGORIES = (
-    "profile",
-    "order",
-    "website",
-    "app",
-    "mailing",
-    "call_center",
-    "loyalty",
-    "tag",
-    "subscription",
-    "promo_code",
-    "poll",
-)
+ACTIVITY_CATEGORIES: tuple[str, ...] = get_args(ActivityCategory)
 assert APP_CHANNELS and NOT_COUNTED  # re-exported rules of `app.domain.profile`
 
 

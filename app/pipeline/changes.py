@@ -2,16 +2,19 @@
 `cdp.profile-changes`, and the headers of `cdp.dead-letter`.
 
 `schemas/identity-change.json` is generated from `IdentityChangeRecord`,
-`schemas/profile-change.json` from `ProfileChangeRecord`.
+`schemas/profile-change.json` from `ProfileChangeRecord` (its card from
+`app.domain.card_model.Card`, as `schemas/card.json` is).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+
+from app.domain.card_model import Card
 
 #: Header names of a dead letter (`app.worker.agents.outbox.dead_letter_headers` writes
 #: them, `cardstream dead-letter` reads them).
@@ -80,7 +83,10 @@ class ProfileChangeRecord(BaseModel):
         None, description="For a merged anonymous profile: the customer it now belongs to"
     )
     at: datetime = Field(description="The worker's clock when the card was built")
-    card: dict[str, Any] = Field(description="The whole card (see the README's card section)")
+    # The card is built by our own code (`app.domain.card.build_card`) for every change:
+    # it is not validated here (that would cost time on every change); a unit test holds
+    # real cards to the model, and the schema shows it.
+    card: SkipValidation[Card] = Field(description="The whole card (schemas/card.json)")
 
     def to_json(self) -> bytes:
         """The record as JSON (orjson: the card is plain JSON-ready data, built by our code)."""

@@ -1,4 +1,5 @@
-"""`cardstream schemas export|check`: JSON Schema files generated from the event models."""
+"""`cardstream schemas export|check`: JSON Schema files generated from the models: the events,
+the records cardstream publishes and the card."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import orjson
 from pydantic import TypeAdapter
 
+from app.domain.card_model import Card
 from app.domain.events import EVENT_MODELS, Event
 from app.pipeline.changes import IdentityChangeRecord, ProfileChangeRecord
 
@@ -15,13 +17,15 @@ DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 def render_schemas() -> dict[str, bytes]:
     """file name -> schema bytes: one per event type, `event.json` for any event, and
-    the records cardstream publishes (`identity-change.json`, `profile-change.json`)."""
+    the records cardstream publishes (`identity-change.json`, `profile-change.json`) and
+    the card they carry (`card.json`)."""
     schemas = {f"{name}.json": model.model_json_schema() for name, model in EVENT_MODELS.items()}
     union = TypeAdapter(Event).json_schema()
     union["title"] = "cardstream event"
     schemas["event.json"] = union
     schemas["identity-change.json"] = IdentityChangeRecord.model_json_schema()
     schemas["profile-change.json"] = ProfileChangeRecord.model_json_schema()
+    schemas["card.json"] = Card.model_json_schema()
     return {
         name: orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         for name, schema in sorted(schemas.items())

@@ -78,5 +78,5 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_export_writes_into_an_empty_dir(tmp_path: Path) -> None:
     target = tmp_path / "out"
     written = export_schemas(target)
-    assert len(written) == len(EVENT_MODELS) + 3  # + event, identity-change, profile-change
+    assert len(written) == len(EVENT_MODELS) + 4  # + event, identity-change, profile-change, card
     shutil.rmtree(target)
