@@ -23,6 +23,7 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from app.domain.facts import held_facts
+from app.pipeline.driver import Driver
 from app.pipeline.steps import card_of
 from app.tools.producer import ChannelProducer
 from app.tools.runner import WorkerProcess
@@ -31,7 +32,7 @@ from app.worker.settings import Settings
 from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.factories import as_json, make_identify, make_receipt
 from tests.integration.test_identity import eventually
-from tests.unit.test_pipeline_properties import Pipeline
+from tests.unit.test_pipeline_properties import new_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -169,16 +170,16 @@ def in_phases(events: list[Event]) -> tuple[list[Event], list[Event], list[Event
     return anonymous, claims, later
 
 
-def modelled(events: list[Event]) -> Pipeline:
+def modelled(events: list[Event]) -> Driver:
     """The pure pipeline after a calm run: each event in event-time order, fully handled."""
-    pipeline = Pipeline(now=TEST_NOW)  # the workers' clock
+    pipeline = new_pipeline(now=TEST_NOW)  # the workers' clock
     for event in sorted(events, key=lambda e: (datetime.fromisoformat(e["ts"]), e["event_id"])):
         pipeline.intake(as_json(event))
         pipeline.run()
     return pipeline
 
 
-def model_facts(pipeline: Pipeline) -> dict[str, dict[str, str | None]]:
+def model_facts(pipeline: Driver) -> dict[str, dict[str, str | None]]:
     """profile id -> {event_id: via} of every profile the model knows."""
     known = set(pipeline.profiles) | set(pipeline.identities)
     return {
