@@ -3,7 +3,7 @@
 Modes (environment `BASELINE_MODE`):
 - `bare`: a stream that reads every record and does nothing with it;
 - `naive`: one agent, one RocksDB table update per event (count per record key,
-  with the JSON parsed), the "naive Faust" of DESIGN.md §6.
+  with the JSON parsed), the "naive Faust" of docs/design.md §6.
 
 It uses the same broker settings as a cardstream worker on the embedded broker
 (including the shorter fetch wait) and writes the monotonic times at which it
@@ -24,7 +24,7 @@ import faust
 import orjson
 
 from app.tools.runner import EMBEDDED_BROKER_SETTINGS
-from app.worker.main import set_fetch_max_wait
+from app.worker.faust_patches import set_fetch_max_wait
 
 MODE = os.environ.get("BASELINE_MODE", "naive")
 EXPECT = int(os.environ.get("BASELINE_EXPECT", "0"))

@@ -247,7 +247,8 @@ def worker(
     from contextlib import suppress
 
     from app.tools.admin import BrokerUnreachable, probe_cluster
-    from app.worker.main import Worker, create_app
+    from app.worker.faust_patches import Worker
+    from app.worker.main import create_app
 
     settings = _settings(bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, app_id=app_id)
     _check_web_port(settings.web_host, settings.web_port)

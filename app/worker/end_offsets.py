@@ -1,6 +1,6 @@
 """Where partitions really end, and Faust's changelog recovery reading up to there.
 
-The embedded broker (Tansu, DESIGN.md §5) answers a ListOffsets "latest" request
+The embedded broker (Tansu, docs/design.md §5) answers a ListOffsets "latest" request
 with the base offset of the partition's *last record batch* plus one, not the
 offset after its last record. After a producer sends several records in one
 batch, the reported end stops short of all but the first of them, and stays so
@@ -17,17 +17,15 @@ fail ("persisted offset … is higher than … highwater").
 
 `read_end_offsets` finds the true end by reading the partition's last batch,
 which starts at the reported end minus one; on a broker that reports right it
-reads one record and changes nothing. `correct_recovery_highwaters` makes
-Faust's recovery use it.
+reads one record and changes nothing. `app.worker.faust_patches.correct_recovery_highwaters`
+makes Faust's recovery use it; `cardstream export` and `rebuild` use it directly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -87,38 +85,3 @@ def read_end_offsets(
     finally:
         consumer.close()
     return ends
-
-
-def correct_recovery_highwaters(bootstrap: str) -> None:
-    """Make Faust's table recovery read every changelog partition up to its true end.
-
-    Process-wide: wraps `Recovery._build_highwaters` so that, after Faust asks
-    the broker, the highwaters (last offsets) come from `read_end_offsets`.
-    Calling it again changes nothing.
-    """
-    from faust.tables.recovery import Recovery  # here: the CLI imports this module too
-
-    if getattr(Recovery._build_highwaters, "reads_end_offsets", False):
-        return
-    build_reported = Recovery._build_highwaters
-
-    async def build_highwaters(
-        self: Recovery, consumer: Any, tps: Any, destination: Any, title: str
-    ) -> None:
-        await build_reported(self, consumer, tps, destination, title)
-        reported = {(tp.topic, tp.partition): destination[tp] + 1 for tp in tps}
-        ends = await asyncio.to_thread(read_end_offsets, bootstrap, reported)
-        for tp in tps:
-            end = ends[(tp.topic, tp.partition)]
-            if end - 1 > destination[tp]:
-                log.info(
-                    "changelog %s[%s] ends at %d, not at the %d the broker reported",
-                    tp.topic,
-                    tp.partition,
-                    end,
-                    destination[tp] + 1,
-                )
-                destination[tp] = end - 1
-
-    build_highwaters.reads_end_offsets = True  # type: ignore[attr-defined]
-    Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]

@@ -3,83 +3,25 @@
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, cast
+from typing import cast
 
-import aiokafka
 import click
 import faust
-from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from app.pipeline.topics import OUTPUT_ROLES, load_topics
 from app.worker.agents import identity, intake, profiles
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
-from app.worker.end_offsets import correct_recovery_highwaters
+from app.worker.faust_patches import apply_faust_patches, check_faust_version
 from app.worker.live import CardWatch
 from app.worker.logs import logging_config
-from app.worker.rebalance import use_rebalance_fixes
 from app.worker.settings import Settings
 from app.worker.web import routes, staff
 from app.worker.web.auth import ApiCredentials, auth_middleware, is_loopback
 from app.worker.web.refusals import log_refusals_without_content
 
 log = logging.getLogger(__name__)
-
-_AIOKAFKA_CONSUMER = aiokafka.AIOKafkaConsumer
-
-#: Longest a flush waits for the changelog records queued in Faust's producer buffer.
-FLUSH_DEADLINE_SECONDS = 60.0
-
-
-def drain_producer_buffer_fully(app: faust.App) -> None:
-    """Make the producer buffer's flush wait until every queued record is handed on.
-
-    Faust flushes before it commits offsets and when it stops, but its buffer
-    flush returns after any 0.1 s lull with records still queued: the offsets of
-    events whose table changelog writes were never sent get committed, and those
-    writes are lost on a restart (seen here: a folded receipt missing after a
-    graceful stop). Loop until the buffer is empty, bounded by a deadline.
-    """
-    buffer = app.producer.buffer
-    flush_some = buffer.flush_atmost
-
-    async def flush_all() -> None:
-        deadline = time.monotonic() + FLUSH_DEADLINE_SECONDS
-        while buffer.size and time.monotonic() < deadline:
-            await flush_some(None)  # type: ignore[arg-type]  # None: no limit (Faust types it int)
-
-    buffer.flush = flush_all  # type: ignore[method-assign]
-
-
-def set_fetch_max_wait(milliseconds: int) -> None:
-    """Make Faust's consumers wait at most `milliseconds` per fetch (it hard-codes 1500).
-
-    Faust builds its aiokafka consumer in its driver module, from the `aiokafka`
-    module; this process-wide override swaps in a consumer class with the chosen wait.
-    """
-
-    class Consumer(_AIOKAFKA_CONSUMER):  # type: ignore[valid-type,misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["fetch_max_wait_ms"] = milliseconds
-            super().__init__(*args, **kwargs)
-
-    aiokafka_driver.aiokafka.AIOKafkaConsumer = Consumer
-
-
-class Worker(faust.Worker):
-    """Faust's worker, with the root logger at the chosen level.
-
-    Faust leaves the root logger at DEBUG and filters in its handler, so every
-    debug line of aiokafka (one per record sent) was formatted and thrown away:
-    6% of a busy worker's time.
-    """
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        if level:
-            logger.setLevel(level)
 
 
 class StartRefused(click.ClickException):
@@ -110,7 +52,9 @@ def check_web_exposure(settings: Settings) -> None:
 
 def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app with every agent, table and web route registered; raises
-    StartRefused when its web server would be open to the network (`check_web_exposure`)."""
+    UnsupportedFaust for a faust-streaming other than the pinned one, and StartRefused
+    when its web server would be open to the network (`check_web_exposure`)."""
+    check_faust_version()
     check_web_exposure(settings)
     topics = load_topics(settings.topics_file)
     credentials = ApiCredentials.from_settings(settings)
@@ -147,11 +91,7 @@ def create_app(settings: Settings) -> faust.App:
         # Faust's worker installs this in place of its own text handler (None: keep it)
         logging_config=logging_config(settings.log_format, settings.log_level),
     )
-    drain_producer_buffer_fully(app)
-    use_rebalance_fixes()  # every worker gets partitions; none skips records
-    correct_recovery_highwaters(settings.bootstrap)
-    if settings.fetch_max_wait_ms is not None:
-        set_fetch_max_wait(settings.fetch_max_wait_ms)
+    apply_faust_patches(app, settings)  # app/worker/faust_patches.py: every one, and why
     channels = Channels.declare(
         app, topics, muted=frozenset() if settings.publish_outputs else OUTPUT_ROLES
     )

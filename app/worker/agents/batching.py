@@ -22,14 +22,12 @@ batch was folded and its messages handed to the producer.
 
 from __future__ import annotations
 
-import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
 import faust
-from faust.streams import _current_event
 from faust.types import EventT
 
 from app.pipeline.limits import MAX_RECORD_BYTES, chunk_ops
@@ -38,6 +36,7 @@ from app.pipeline.steps import Failure, Out, gather
 from app.pipeline.topics import Role
 from app.worker.agents.outbox import Origin, dead_letter_failure, dead_letter_too_large, send_outs
 from app.worker.channels import Channels
+from app.worker.faust_patches import set_current_event
 from app.worker.settings import Settings
 
 
@@ -62,7 +61,7 @@ def use_partition_of(event: EventT) -> None:
     In a batch the stream's current event is the last record taken, of any key;
     a table write must land in the partition of the key it writes.
     """
-    _current_event.set(weakref.ref(event))
+    set_current_event(event)
 
 
 @dataclass

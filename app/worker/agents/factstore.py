@@ -2,8 +2,8 @@
 all), ordered prefix scans straight from its RocksDB partitions.
 
 Faust has no range read; its RocksDB store keeps one database per partition
-(`Store._dbs`, a private attribute of faust-streaming 0.15), and rocksdict iterates one
-from a key. Inside an agent the scan reads the partition of the record being folded
+(`app.worker.faust_patches.partition_databases` finds them), and rocksdict iterates
+one from a key. Inside an agent the scan reads the partition of the record being folded
 (`app.worker.agents.batching.use_partition_of`), where the table writes of that profile go;
 outside one (the web server) it reads every partition this worker holds.
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from faust.streams import current_event
 from faust.types import TableT
+
+from app.worker.faust_patches import partition_databases
 
 #: Above every key byte of a family (keys are UTF-8 text after the prefix: never 0xff).
 _END = b"\xff"
@@ -36,20 +37,10 @@ class TableFactStore:
     def delete(self, key: bytes) -> None:
         del self.table[key]
 
-    def _databases(self) -> list[Any]:
-        store: Any = self.table.data
-        dbs = getattr(store, "_dbs", None)
-        if dbs is None:
-            return []
-        event = current_event()
-        if event is not None:
-            return [store._db_for_partition(event.message.partition)]
-        return list(dbs.values())
-
     def scan(
         self, prefix: bytes, *, reverse: bool = False, before: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
-        dbs = self._databases()
+        dbs = partition_databases(self.table)
         if not dbs:  # an in-memory table (no partitions to seek): filter every key
             keys = sorted(k for k in self.table if k.startswith(prefix))
             keys = [k for k in keys if before is None or k < before]

@@ -28,6 +28,7 @@ from app.worker.agents.batching import GroupFold, fold_batches
 from app.worker.agents.factstore import TableFactStore
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
+from app.worker.faust_patches import recovery_completed
 from app.worker.live import CardWatch
 from app.worker.settings import Settings
 
@@ -55,8 +56,7 @@ def register(
 
     def caught_up() -> bool:
         """True once the worker has been recovered and running for the grace period."""
-        recovery = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager only
-        if app.rebalancing or not recovery.completed.is_set():
+        if not recovery_completed(app):
             ready_since.clear()
             return False
         if not ready_since:

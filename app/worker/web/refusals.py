@@ -23,6 +23,8 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.log import server_logger
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
+from app.worker.faust_patches import web_runner_options
+
 #: What each parser error says about a request; any other: "a malformed request".
 REFUSAL_KINDS: Mapping[str, str] = {
     "LineTooLong": "a request line or header field too long",
@@ -119,9 +121,6 @@ def log_refusals_without_content(driver: AiohttpWeb) -> None:
     request handler when the server starts, so this must run before that.
     """
     router = driver.web_app.router
-    runner_options = getattr(driver._runner, "_kwargs", None)
-    if not isinstance(runner_options, dict):
-        raise RuntimeError("aiohttp's AppRunner changed: cannot give it a safe logger")
-    runner_options["logger"] = RefusedRequestLog(
+    web_runner_options(driver)["logger"] = RefusedRequestLog(
         server_logger, lambda: [resource.canonical for resource in router.resources()]
     )

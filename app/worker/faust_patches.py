@@ -1,7 +1,47 @@
-"""What Faust gets wrong when partitions move between workers, and the fixes.
+"""Every change cardstream makes to faust-streaming's own behaviour, in one module.
 
-All four were found by `tests/integration/test_scale_out.py` (workers joining
-and leaving while events flow); `use_rebalance_fixes()` puts them in place.
+cardstream runs on faust-streaming, pinned to exactly `FAUST_VERSION` in
+pyproject.toml: these patches replace or wrap private parts of that version, so
+`check_faust_version()` refuses to start a worker on any other (one line saying
+what to install). `apply_faust_patches(app, settings)` puts them all in place;
+`create_app` calls both. Each patch names the upstream issue it works around
+(faust-streaming/faust#N, or robinhood/faust#N for the original project), or says
+that none was found; each has unit tests that show Faust's own code failing
+(`tests/unit/test_faust_patches_*.py`), and `tests/integration/test_scale_out.py`,
+`test_crash_safety.py` and `test_end_offsets.py` run them against a broker.
+
+Replaced or wrapped (process-wide, once per worker):
+
+1. `BalancedCopartitionedAssignor` for `partition_assignor.CopartitionedAssignor`:
+   every worker gets a share (faust-streaming/faust#93; its fix #97 applies only
+   without standby replicas).
+2. `perform_seek` for `Consumer.perform_seek`: a partition without a committed
+   offset is read from its start, not skipped while tables recover (no upstream
+   issue found; the same family as faust-streaming/faust#216 and #241).
+3. `on_recovery_completed` for `Recovery.on_recovery_completed`: no record queued
+   during the seek is thrown away (faust-streaming/faust#596, also #253).
+4. `fetch_records` for `AIOKafkaConsumerThread._fetch_records`: a partition paused
+   during a fetch keeps its records (no upstream issue found; aiokafka reads an
+   empty partition set as every partition).
+5. `correct_recovery_highwaters` wraps `Recovery._build_highwaters`: table recovery
+   reads each changelog to its true end on a broker that reports end offsets short
+   (the embedded broker; not a Faust bug; related: faust-streaming/faust#597).
+6. `drain_producer_buffer_fully` replaces the app's `producer.buffer.flush`: a flush
+   before a commit waits until every queued changelog record is handed on
+   (faust-streaming/faust#273 added the flush before commit, #112 made it wait for
+   an empty buffer; 0.15 still returns after a lull).
+7. `set_fetch_max_wait` swaps the aiokafka consumer class Faust's driver builds, for
+   one with the chosen `fetch_max_wait_ms` (Faust hard-codes 1500 ms:
+   robinhood/faust#281, never merged).
+
+Subclassed: `Worker` (Faust's root logger left at DEBUG). Read, because Faust offers
+no public way: the current event of a stream (`set_current_event`), the RocksDB
+databases of a table's partitions (`partition_databases`), whether table recovery
+has completed (`recovery_completed`), the keyword arguments of Faust's aiohttp
+runner (`web_runner_options`), and the app's fetcher (inside `on_recovery_completed`).
+
+The rebalance fixes in detail (found by `tests/integration/test_scale_out.py`,
+workers joining and leaving while events flow):
 
 **Every worker gets a share.** Faust's `CopartitionedAssignor` is sticky: each
 worker keeps its partitions up to `ceil(partitions / workers)`. With standby
@@ -67,15 +107,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import weakref
 from collections.abc import Iterator, MutableMapping
+from importlib import metadata
 from typing import Any
 
+import aiokafka
+import click
+import faust
 from faust.assignor import copartitioned_assignor, partition_assignor
 from faust.assignor.client_assignment import CopartitionedAssignment
+from faust.streams import _current_event, current_event
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.types import TP
+from faust.types import TP, EventT, TableT
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
+
+from app.worker.end_offsets import read_end_offsets
+from app.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +292,196 @@ async def fetch_records(
 
 
 def use_rebalance_fixes() -> None:
-    """Put the balanced assignor, the seek of uncommitted partitions, the end of recovery
-    that drops no queued record and the fetch that skips no paused record in place of Faust's."""
+    """Patches 1-4: put the balanced assignor, the seek of uncommitted partitions, the end
+    of recovery that drops no queued record and the fetch that skips no paused record in
+    place of Faust's."""
     partition_assignor.CopartitionedAssignor = BalancedCopartitionedAssignor  # type: ignore[misc]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- the version
+
+#: The faust-streaming version these patches are written for (pinned in pyproject.toml).
+FAUST_VERSION = "0.15.3"
+
+
+class UnsupportedFaust(click.ClickException):
+    """The installed faust-streaming is not the one the patches were written for."""
+
+
+def check_faust_version(installed: str | None = None) -> None:
+    """Raise UnsupportedFaust unless faust-streaming `FAUST_VERSION` is installed
+    (`installed`: the version to check, by default the installed one)."""
+    found = installed if installed is not None else metadata.version("faust-streaming")
+    if found != FAUST_VERSION:
+        raise UnsupportedFaust(
+            f"faust-streaming {found} is installed, but cardstream's Faust patches "
+            f"(app/worker/faust_patches.py) are written for {FAUST_VERSION} exactly: "
+            f"install faust-streaming=={FAUST_VERSION} (pip install -e .), or port the "
+            "patches and change the pin"
+        )
+
+
+# --------------------------------------------------------------------------- 5. recovery ends
+
+
+def correct_recovery_highwaters(bootstrap: str) -> None:
+    """Patch 5: make Faust's table recovery read every changelog partition up to its true
+    end (`app.worker.end_offsets`, which says why).
+
+    Process-wide: wraps `Recovery._build_highwaters` so that, after Faust asks
+    the broker, the highwaters (last offsets) come from `read_end_offsets`.
+    Calling it again changes nothing.
+    """
+    if getattr(Recovery._build_highwaters, "reads_end_offsets", False):
+        return
+    build_reported = Recovery._build_highwaters
+
+    async def build_highwaters(
+        self: Recovery, consumer: Any, tps: Any, destination: Any, title: str
+    ) -> None:
+        await build_reported(self, consumer, tps, destination, title)
+        reported = {(tp.topic, tp.partition): destination[tp] + 1 for tp in tps}
+        ends = await asyncio.to_thread(read_end_offsets, bootstrap, reported)
+        for tp in tps:
+            end = ends[(tp.topic, tp.partition)]
+            if end - 1 > destination[tp]:
+                log.info(
+                    "changelog %s[%s] ends at %d, not at the %d the broker reported",
+                    tp.topic,
+                    tp.partition,
+                    end,
+                    destination[tp] + 1,
+                )
+                destination[tp] = end - 1
+
+    build_highwaters.reads_end_offsets = True  # type: ignore[attr-defined]
+    Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- 6. producer flush
+
+#: Longest a flush waits for the changelog records queued in Faust's producer buffer.
+FLUSH_DEADLINE_SECONDS = 60.0
+
+
+def drain_producer_buffer_fully(app: faust.App) -> None:
+    """Patch 6: make the producer buffer's flush wait until every queued record is handed on.
+
+    Faust flushes before it commits offsets and when it stops, but its buffer
+    flush returns after any 0.1 s lull with records still queued: the offsets of
+    events whose table changelog writes were never sent get committed, and those
+    writes are lost on a restart (seen here: a folded receipt missing after a
+    graceful stop). Loop until the buffer is empty, bounded by a deadline.
+    """
+    buffer = app.producer.buffer
+    flush_some = buffer.flush_atmost
+
+    async def flush_all() -> None:
+        deadline = time.monotonic() + FLUSH_DEADLINE_SECONDS
+        while buffer.size and time.monotonic() < deadline:
+            await flush_some(None)  # type: ignore[arg-type]  # None: no limit (Faust types it int)
+
+    buffer.flush = flush_all  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- 7. fetch wait
+
+_AIOKAFKA_CONSUMER = aiokafka.AIOKafkaConsumer
+
+
+def set_fetch_max_wait(milliseconds: int) -> None:
+    """Patch 7: make Faust's consumers wait at most `milliseconds` per fetch (it hard-codes
+    1500).
+
+    Faust builds its aiokafka consumer in its driver module, from the `aiokafka`
+    module; this process-wide override swaps in a consumer class with the chosen wait.
+    """
+
+    class Consumer(_AIOKAFKA_CONSUMER):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["fetch_max_wait_ms"] = milliseconds
+            super().__init__(*args, **kwargs)
+
+    aiokafka_driver.aiokafka.AIOKafkaConsumer = Consumer
+
+
+def apply_faust_patches(app: faust.App, settings: Settings) -> None:
+    """Put every patch in place for `app` (patches 1-7; 7 only with a fetch wait set)."""
+    drain_producer_buffer_fully(app)
+    use_rebalance_fixes()  # every worker gets partitions; none skips records
+    correct_recovery_highwaters(settings.bootstrap)
+    if settings.fetch_max_wait_ms is not None:
+        set_fetch_max_wait(settings.fetch_max_wait_ms)
+
+
+# --------------------------------------------------------------------------- subclassed
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with the root logger at the chosen level.
+
+    Faust leaves the root logger at DEBUG and filters in its handler, so every
+    debug line of aiokafka (one per record sent) was formatted and thrown away:
+    6% of a busy worker's time. (No upstream issue found.)
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        if level:
+            logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------- private state read
+
+
+def set_current_event(event: EventT) -> None:
+    """Make `event` the current event of its stream: table writes then go to its partition.
+
+    Faust finds the partition of a table write in the stream's current event (a
+    context variable, `faust.streams._current_event`); in a batch that is the last
+    record taken, of any key.
+    """
+    _current_event.set(weakref.ref(event))
+
+
+def partition_databases(table: TableT) -> list[Any]:
+    """The rocksdict databases of `table` to scan: the current event's partition inside an
+    agent, every partition this worker holds outside one; none for an in-memory table.
+
+    Faust has no range read; its RocksDB store keeps one database per partition
+    (`Store._dbs` and `Store._db_for_partition`, private in faust-streaming 0.15).
+    """
+    store: Any = table.data
+    dbs = getattr(store, "_dbs", None)
+    if dbs is None:
+        return []
+    event = current_event()
+    if event is not None:
+        return [store._db_for_partition(event.message.partition)]
+    return list(dbs.values())
+
+
+def recovery_completed(app: faust.App) -> bool:
+    """True once table recovery has completed and no rebalance is going on.
+
+    The recovery service is on Faust's `TableManager` (`app.tables.recovery`), not on
+    the `TableManagerT` interface.
+    """
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    return not app.rebalancing and bool(recovery.completed.is_set())
+
+
+def web_runner_options(driver: AiohttpWeb) -> dict[str, Any]:
+    """The keyword arguments Faust's aiohttp web driver built its `AppRunner` with, which
+    the runner hands every connection's request handler when the server starts.
+
+    Faust builds the runner without a logger and offers no way to pass one; the
+    runner keeps its arguments in `_kwargs`. Raises RuntimeError if that changed.
+    """
+    options = getattr(driver._runner, "_kwargs", None)
+    if not isinstance(options, dict):
+        raise RuntimeError("aiohttp's AppRunner changed: cannot give it a safe logger")
+    return options

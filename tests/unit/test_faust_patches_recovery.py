@@ -1,11 +1,13 @@
-"""Taking partitions over loses no record: the two losses of the flaky scale-out test.
+"""Faust patches 3 and 4 (`app.worker.faust_patches`): taking partitions over loses no
+record. Faust's own code, run beside them, loses records: the two losses of the flaky
+scale-out test.
 
 1. Faust's `Recovery.on_recovery_completed` resumes the stream partitions, seeks
    them to their committed offsets, then empties every agent's queue
    (`flow_control.resume()`). The consumer's flow is already on, so records reach
    the queues while the seek waits for the broker; emptying the queues loses them,
    and the consumer, whose read offset has passed them, does not read them again.
-   `app.worker.rebalance.on_recovery_completed` seeks first and resumes last. Tested with
+   `app.worker.faust_patches.on_recovery_completed` seeks first and resumes last. Tested with
    a real Faust app, recovery service and agent queue; the consumer is a stand-in
    that delivers a record of each resumed stream partition while the seek is in
    progress, as the fetcher did in the traced failure.
@@ -13,7 +15,7 @@
    aiokafka reads an empty set as "every partition": when recovery had paused the
    changelogs and the stream partitions were not resumed yet, a waiting fetch took
    the stream partitions' records, which Faust then dropped - aiokafka had moved
-   past them. `app.worker.rebalance.fetch_records` asks only for the partitions active
+   past them. `app.worker.faust_patches.fetch_records` asks only for the partitions active
    when the fetch starts and moves back over the records of any partition paused
    meanwhile. Tested with Faust's real fetch code over a stand-in for aiokafka's
    buffer of fetched records.
@@ -33,7 +35,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
-from app.worker.rebalance import fetch_records, on_recovery_completed
+from app.worker.faust_patches import fetch_records, on_recovery_completed
 
 STREAM = TP("cdp.events", 1)
 

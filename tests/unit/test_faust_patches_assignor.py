@@ -1,17 +1,21 @@
-"""The balanced partition assignment: every worker gets a share, none is idle.
+"""Faust patch 1 (`app.worker.faust_patches`): every worker gets a share, none is idle;
+and the patches' pinned faust-streaming version.
 
 The assignor works on plain assignment objects (no Kafka); the cases below are
-worked out by hand, and a property test covers any earlier assignment.
+worked out by hand (Faust's own assignor, beside it, leaves a newcomer idle:
+faust-streaming/faust#93), and a property test covers any earlier assignment.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from faust.assignor.client_assignment import CopartitionedAssignment
 from faust.assignor.copartitioned_assignor import CopartitionedAssignor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.worker.rebalance import BalancedCopartitionedAssignor
+from app.worker.faust_patches import BalancedCopartitionedAssignor
 
 
 def clients(*held: tuple[set[int], set[int]]) -> dict[str, CopartitionedAssignment]:
@@ -70,3 +74,23 @@ def test_any_earlier_assignment_ends_balanced_and_complete(data: st.DataObject) 
         holders = [c for c, (a, s) in after.items() if p in s]
         assert len(holders) == replicas
         assert all(p not in after[c][0] for c in holders)  # a standby is never the active
+
+
+# --------------------------------------------------------------------------- the pinned version
+
+
+def test_the_patches_refuse_a_faust_they_were_not_written_for() -> None:
+    """The installed faust-streaming is the pinned one; any other stops the worker at start-up
+    with one line saying what to install."""
+    from importlib import metadata
+
+    import pytest
+
+    from app.worker.faust_patches import FAUST_VERSION, UnsupportedFaust, check_faust_version
+
+    assert metadata.version("faust-streaming") == FAUST_VERSION
+    check_faust_version()
+    with pytest.raises(UnsupportedFaust, match=f"install faust-streaming=={FAUST_VERSION}"):
+        check_faust_version("0.15.4")
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert f'"faust-streaming[rocksdict]=={FAUST_VERSION}"' in pyproject.read_text()
