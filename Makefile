@@ -22,7 +22,7 @@ lint: install  ## ruff, format check, mypy, schema drift
 	$(BIN)/ruff check app tests bench && $(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy app && $(BIN)/cardstream schemas check
 
-schemas: install  ## regenerate schemas/ from the event models
+schemas: install  ## regenerate schemas/ from the models (events, changes, card)
 	$(BIN)/cardstream schemas export
 
 bench: install  ## benchmarks (print their figures)

@@ -1,6 +1,6 @@
 """Shared fixtures: one Kafka-protocol broker per test session, isolated topics, workers.
 
-The broker (DESIGN.md §5): `CARDSTREAM_BOOTSTRAP` if set, else a Kafka container
+The broker (docs/design.md §5): `CARDSTREAM_BOOTSTRAP` if set, else a Kafka container
 through testcontainers when a Docker engine answers, else the embedded broker
 on a free port. Each test gets its own topic names, app id and data directory.
 """

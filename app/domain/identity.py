@@ -1,6 +1,6 @@
 """Identity resolution: who owns a link at a given event time, and what a claim changes.
 
-The pure core of DESIGN.md §1. Plain synchronous functions over frozen dataclasses;
+The pure core of docs/design.md §1. Plain synchronous functions over frozen dataclasses;
 no Faust, Kafka, clock or I/O. The identity agent keeps one `LinkState` per link
 key and one `GuardState` per CustomerId, and calls these functions.
 

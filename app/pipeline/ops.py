@@ -6,7 +6,7 @@ message, a JSON array (`encode_ops` / `decode_ops`; a lone op stays an object).
 Events travel inside ops as their wire JSON (a string), so a fact handed from
 profile to profile is byte-for-byte what the channel sent (after normalisation).
 
-Which topic an op goes to, and under which key (DESIGN.md §2):
+Which topic an op goes to, and under which key (docs/design.md §2):
 
 | op             | topic        | key         | sent by                 |
 |----------------|--------------|-------------|-------------------------|
@@ -33,7 +33,7 @@ claims of one burst are batched, no takeover passes the guard uncounted.
 Facts released by a move go back through their link (ReleaseFacts → ReturnFacts
 → AbsorbFacts) instead of straight to the new owner: every fact of a link then
 reaches a profile only from that link's identity partition, in order, so a
-later move can never overtake a fact still on its way (DESIGN.md §2 sends
+later move can never overtake a fact still on its way (docs/design.md §2 sends
 a merge keyed by A, then by C; this routes it A → link → C for that reason).
 """
 

@@ -3,7 +3,7 @@
 `EmbeddedBroker` starts one on a free (or given) loopback port and stops it on
 exit; it keeps data in memory, so every start is empty. The child dies with its
 parent (Linux `PR_SET_PDEATHSIG`), so an interrupted demo or test leaves no
-broker behind. Quirks (DESIGN.md §5): no compaction or retention, groups join
+broker behind. Quirks (docs/design.md §5): no compaction or retention, groups join
 after half the client's rebalance timeout.
 """
 

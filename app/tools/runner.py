@@ -25,7 +25,7 @@ from app.tools.broker import die_with_parent, free_port, stop_process
 from app.worker.settings import ENV_PREFIX
 from app.worker.web.auth import request_headers
 
-#: Worker settings for the embedded broker (DESIGN.md §5). Tansu lets a member join a
+#: Worker settings for the embedded broker (docs/design.md §5). Tansu lets a member join a
 #: group only after half the client's *session* timeout, so keep it short; its end
 #: offsets stop short after a multi-record batch (`app/worker/end_offsets.py` corrects Faust's
 #: recovery; the offset check stays off until it is proven on again); and it

@@ -230,7 +230,7 @@ class Settings(BaseSettings):
         return self
 
     def card_settings(self) -> CardSettings:
-        """The card's settings (DESIGN.md §4) from these settings."""
+        """The card's settings (docs/design.md §4) from these settings."""
         return CardSettings(
             interest_days=self.interest_days,
             cart_idle=timedelta(seconds=self.cart_idle_seconds),

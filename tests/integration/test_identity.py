@@ -1,4 +1,4 @@
-"""Identity resolution through real workers on a real broker (DESIGN.md §1, issue 3).
+"""Identity resolution through real workers on a real broker (docs/design.md §1, issue 3).
 
 Expected owners and facts are worked out by hand from the story each test
 sends; nothing is computed by the code under test.
