@@ -1,9 +1,10 @@
-"""Records cardstream publishes: the contracts of `cdp.identity-changes` and
-`cdp.profile-changes`, and the headers of `cdp.dead-letter`.
+"""Records cardstream publishes: the contracts of `cdp.identity-changes`,
+`cdp.profile-changes` and `cdp.duplicate-suggestions`, and the headers of `cdp.dead-letter`.
 
 `schemas/identity-change.json` is generated from `IdentityChangeRecord`,
 `schemas/profile-change.json` from `ProfileChangeRecord` (its card from
-`app.domain.card_model.Card`, as `schemas/card.json` is).
+`app.domain.card_model.Card`, as `schemas/card.json` is),
+`schemas/duplicate-suggestion.json` from `DuplicateRecord`.
 """
 
 from __future__ import annotations
@@ -102,3 +103,45 @@ class ProfileChangeRecord(BaseModel):
                 "card": self.card,
             }
         )
+
+
+DuplicateRecordKind = Literal["suggested", "decided"]
+Decision = Literal["same_person", "not_same"]
+
+
+class Evidence(BaseModel):
+    """How one personal field of the two profiles compared (no value: only its level)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str = Field(description="first_name, last_name, birth_date, city, postcode, ...")
+    level: str = Field(description="exact, close, nickname, similar, initial, differ, missing")
+    weight: float = Field(description="Its weight of evidence (log2 m/u): > 0 speaks for a match")
+    swapped: bool = Field(False, description="Names: compared crosswise (first against last)")
+
+
+class DuplicateRecord(BaseModel):
+    """Two profiles that are likely one person, on `cdp.duplicate-suggestions`.
+
+    `suggested`: the people index scored the pair at `probability` (>= the worker's
+    threshold) with the field-by-field `evidence`; sent once per pair and again only
+    when its probability changes. `decided`: staff marked the pair `same_person` (a
+    CRM may merge the two files) or `not_same`; a decided pair is never suggested
+    again. `profile_id` is the smaller id of the pair (the record's key). Nothing
+    merges by itself, and no record carries a name, date or address.
+    """
+
+    model_config = ConfigDict(frozen=True, title="cardstream duplicate suggestion")
+
+    kind: DuplicateRecordKind
+    profile_id: str = Field(description="The smaller profile id of the pair")
+    other_profile_id: str = Field(description="The other profile of the pair")
+    probability: float | None = Field(None, description="Match probability (suggested)")
+    weight: float | None = Field(None, description="Total weight of evidence (suggested)")
+    evidence: list[Evidence] = Field(default_factory=list, description="Per field (suggested)")
+    decision: Decision | None = Field(None, description="The staff's decision (decided)")
+    decided_by: str | None = Field(None, description="Who decided (decided)")
+    at: datetime = Field(description="When the pair was scored, or decided")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()

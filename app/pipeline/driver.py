@@ -2,9 +2,9 @@
 
 `Driver` runs what the worker runs, without Kafka: the intake's door and route
 (`app.pipeline.intake`), then each agent's batch step (`guard_batch`,
-`identity_batch`, `profile_batch`) on batches of its key's ops, its messages
-sorted by an outbox as the worker's is (`gather`: each key's ops in order), and
-its state kept in dicts named as the worker's tables.
+`identity_batch`, `profile_batch`, `people_batch`, `duplicates_batch`) on batches
+of its key's ops, its messages sorted by an outbox as the worker's is (`gather`:
+each key's ops in order), and its state kept in dicts named as the worker's tables.
 
 Kafka keeps order only per producer and partition, so undelivered messages wait
 in one FIFO *lane* per (sender, role, key): the sender is `input` or the agent
@@ -31,7 +31,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -40,9 +40,18 @@ from app.domain.events import event_to_json
 from app.domain.facts import MemoryFactStore
 from app.domain.identity import GuardLimits, GuardState, LinkState
 from app.domain.links import DEFAULT_BLOCKED_VALUES
+from app.domain.people import IndexBlock, Person
 from app.domain.profile import ProfileState
 from app.pipeline.intake import accept_input, route_accepted
 from app.pipeline.ops import Op
+from app.pipeline.people import (
+    DEFAULT_PEOPLE,
+    Duplicates,
+    PeopleSettings,
+    duplicates_batch,
+    people_batch,
+    stored_duplicates,
+)
 from app.pipeline.steps import (
     Out,
     Outcome,
@@ -68,7 +77,9 @@ class Driver:
 
     Tables: `guards` (CustomerId -> GuardState), `links` (link key -> LinkState),
     `profiles` (profile id -> head), `identities` (profile id -> ProfileIdentity),
-    `cart_deadlines` (profile id -> time) and `store` (every profile's facts).
+    `cart_deadlines` (profile id -> time), `store` (every profile's facts), `people`
+    (profile id -> Person), `person_blocks` (blocking key -> IndexBlock) and
+    `duplicates` (profile id -> Duplicates).
     `outputs` collects what leaves the pipeline (identity and card changes,
     quarantined claims), in the order it was sent. `now` is the profiles' clock.
     """
@@ -81,6 +92,7 @@ class Driver:
         now: datetime,
         blocked: frozenset[str] = DEFAULT_BLOCKED_VALUES,
         default_region: str = "PL",
+        people_settings: PeopleSettings = DEFAULT_PEOPLE,
     ) -> None:
         self.card_settings = card_settings
         self.limits = limits
@@ -93,6 +105,10 @@ class Driver:
         self.identities: dict[str, ProfileIdentity] = {}
         self.cart_deadlines: dict[str, datetime] = {}
         self.store = MemoryFactStore()
+        self.people_settings = people_settings
+        self.people: dict[str, Person] = {}
+        self.person_blocks: dict[str, IndexBlock] = {}
+        self.duplicates: dict[str, Duplicates] = {}
         self.lanes: dict[Lane, deque[tuple[int, Op]]] = {}
         self.outputs: list[Out] = []
         self._sent = itertools.count()
@@ -140,15 +156,31 @@ class Driver:
                 ops,
                 self.card_settings,
                 self.now,
+                lambda: self.people.get(key),
             )
             profile = outcome.state
             self.profiles[key] = profile.head
             if profile.identity is not None:
                 self.identities[key] = profile.identity
+            if profile.person_changed:
+                _put(self.people, key, profile.person)
             if profile.cart_deadline is None:
                 self.cart_deadlines.pop(key, None)
             else:
                 self.cart_deadlines[key] = profile.cart_deadline
+        elif role == Role.PEOPLE_OPS:
+            outcome = people_batch(
+                self.person_blocks.get(key), key, ops, self.people_settings, self.now
+            )
+            block = outcome.state
+            _put(
+                self.person_blocks,
+                key,
+                block if block is not None and (block.members or block.full) else None,
+            )
+        elif role == Role.DUPLICATE_OPS:
+            outcome = duplicates_batch(self.duplicates.get(key), key, ops, self.people_settings)
+            _put(self.duplicates, key, stored_duplicates(outcome.state))
         else:
             raise DriverError(f"no agent reads role {role!r}")
         for index, error in outcome.failed:
@@ -191,6 +223,17 @@ class Driver:
             self.card_settings,
             now or self.now,
         )
+
+
+V = TypeVar("V")
+
+
+def _put(table: dict[str, V], key: str, value: V | None) -> None:
+    """Store `value` under `key`, or remove the key for None (as `TypedTable.put`)."""
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
 
 
 def _event_order(raw: bytes) -> tuple[str, str]:

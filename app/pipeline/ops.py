@@ -23,6 +23,10 @@ Which topic an op goes to, and under which key (docs/design.md §2):
 | LinkGained     | profile-ops  | profile id  | identity                |
 | LinkLost       | profile-ops  | profile id  | identity                |
 | CheckCart      | profile-ops  | profile id  | the cart timer (a deadline passed) |
+| IndexPerson    | people-ops   | blocking key | profile (its Person changed) |
+| UnindexPerson  | people-ops   | blocking key | profile (a key its Person lost) |
+| NoteDuplicate  | duplicate-ops | profile id | people (a pair scored over the threshold), to both |
+| DecideDuplicate | duplicate-ops | profile id | staff (same person / not the same), to both |
 
 A takeover is counted before it happens: the identity agent does not move a
 link from one customer to another on a ClaimLink; it asks the claimer's guard
@@ -149,6 +153,44 @@ class CheckCart:
     at: str  # the timer's clock when it saw the deadline pass
 
 
+@dataclass(frozen=True, slots=True)
+class IndexPerson:
+    """Index `profile_id` under the message's blocking key as `person` (`Person.to_json()`)."""
+
+    kind: ClassVar[str] = "index_person"
+    profile_id: str
+    person: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class UnindexPerson:
+    kind: ClassVar[str] = "unindex_person"
+    profile_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoteDuplicate:
+    """The people index scored the key's profile and `other` over the threshold."""
+
+    kind: ClassVar[str] = "note_duplicate"
+    other: str
+    probability: float
+    weight: float
+    evidence: tuple[tuple[str, str, float, bool], ...]  # (field, level, weight, swapped)
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecideDuplicate:
+    """Staff decided whether the key's profile and `other` are one person."""
+
+    kind: ClassVar[str] = "decide_duplicate"
+    other: str
+    decision: str  # same_person / not_same
+    decided_by: str
+    at: str
+
+
 Op = (
     CheckIdentify
     | RecordTakeover
@@ -163,6 +205,10 @@ Op = (
     | LinkGained
     | LinkLost
     | CheckCart
+    | IndexPerson
+    | UnindexPerson
+    | NoteDuplicate
+    | DecideDuplicate
 )
 
 _OPS: dict[str, type[Any]] = {
@@ -181,6 +227,10 @@ _OPS: dict[str, type[Any]] = {
         LinkGained,
         LinkLost,
         CheckCart,
+        IndexPerson,
+        UnindexPerson,
+        NoteDuplicate,
+        DecideDuplicate,
     )
 }
 
@@ -224,6 +274,8 @@ def _op_from(data: Any) -> Op:
     cls = _OPS[data.pop("op")]
     if cls in (ReturnFacts, AbsorbFacts):
         data["facts"] = tuple(data["facts"])
+    elif cls is NoteDuplicate:
+        data["evidence"] = tuple(tuple(item) for item in data["evidence"])
     return cls(**data)
 
 

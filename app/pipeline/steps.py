@@ -17,10 +17,10 @@ no I/O, no clock (the caller passes `now`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 
@@ -56,6 +56,7 @@ from app.domain.identity import (
     split_claimable,
 )
 from app.domain.links import DEFAULT_BLOCKED_VALUES, link_key
+from app.domain.people import Person, blocking_keys, person_of
 from app.domain.profile import (
     ProfileState,
     absorb_facts,
@@ -64,6 +65,7 @@ from app.domain.profile import (
     take_facts,
 )
 from app.pipeline.changes import (
+    DuplicateRecord,
     IdentityChangeKind,
     IdentityChangeRecord,
     LinkRef,
@@ -77,6 +79,7 @@ from app.pipeline.ops import (
     CheckIdentify,
     ClaimLink,
     GrantTakeover,
+    IndexPerson,
     LinkGained,
     LinkLost,
     Op,
@@ -85,6 +88,7 @@ from app.pipeline.ops import (
     ReleaseGuard,
     ResolveLink,
     ReturnFacts,
+    UnindexPerson,
     is_op,
 )
 from app.pipeline.topics import OPS_ROLES, Role
@@ -104,7 +108,7 @@ class Out:
 
     role: Role
     key: str
-    message: Op | IdentityChangeRecord | ProfileChangeRecord | bytes
+    message: Op | IdentityChangeRecord | ProfileChangeRecord | DuplicateRecord | bytes
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
@@ -422,13 +426,17 @@ class Profile:
     `cart_deadline`: when its current cart becomes abandoned, None for no deadline
     (table `cart-deadlines`). `stored_head` is the head's table value when the
     batch changed the head (`fit_head` encoded it to check its size), None when the
-    head is the one the batch was given: nothing to write.
+    head is the one the batch was given: nothing to write. `person`: what the profile
+    is indexed as (table `people`, `app.domain.people`), to be stored when
+    `person_changed`.
     """
 
     head: ProfileState
     identity: ProfileIdentity | None = None
     cart_deadline: datetime | None = None
     stored_head: bytes | None = None
+    person: Person | None = None
+    person_changed: bool = False
 
 
 def card_identity(identity: ProfileIdentity | None) -> CardIdentity:
@@ -638,6 +646,7 @@ def profile_batch(
     ops: Sequence[Op],
     settings: CardSettings,
     now: datetime,
+    stored_person: Callable[[], Person | None] = lambda: None,
 ) -> Outcome[Profile]:
     """Fold a batch of ops into one profile and publish its card once, if anything changed.
 
@@ -646,7 +655,9 @@ def profile_batch(
     under its size budget (`fit_head`) when it changed. The `cdp.profile-changes`
     record, last of the messages, lists every block any op changed; its kind is
     `cart_abandoned` when one of the ops marked the cart abandoned (a mailer must
-    hear of it), else `card_changed`.
+    hear of it), else `card_changed`. When the card's attributes or contacts changed,
+    its Person is compared with `stored_person()` (read only then) and, if it
+    changed, the people index hears of it (`person_outs`).
     """
     current = state or ProfileState(profile_id)
     changed: set[str] = set()
@@ -668,9 +679,47 @@ def profile_batch(
     if current is not state:  # folds hand back the very head they were given when unchanged
         current, encoded = fit_head(current)
     outs = batch.outs
+    person: Person | None = None
+    person_changed = False
     if changed:
-        outs.append(
-            _profile_change(current, identity, profile_id, frozenset(changed), kind, settings, now)
+        change = _profile_change(
+            current, identity, profile_id, frozenset(changed), kind, settings, now
         )
-    profile = Profile(current, identity, cart_abandonment_at(current, settings), encoded)
+        if changed & PERSON_BLOCKS:
+            before = stored_person()
+            card = cast(ProfileChangeRecord, change.message).card  # a dict, built by card_of
+            person = card_person(cast(Mapping[str, Any], card))
+            person_changed = person != before
+            outs.extend(person_outs(before, person, profile_id))
+        outs.append(change)
+    deadline = cart_abandonment_at(current, settings)
+    profile = Profile(current, identity, deadline, encoded, person, person_changed)
     return Outcome(profile, outs, batch.failed)
+
+
+# --------------------------------------------------------------------------- the Person
+
+#: Card blocks whose change may change the profile's Person.
+PERSON_BLOCKS = frozenset({"attributes", "contacts"})
+
+
+def card_person(card: Mapping[str, Any]) -> Person | None:
+    """The Person a card describes: its attributes, and its phone when they hold none."""
+    phone = card.get("contacts", {}).get("phone") or {}
+    return person_of(card.get("attributes") or {}, phone.get("value") or "")
+
+
+def person_outs(before: Person | None, after: Person | None, profile_id: str) -> list[Out]:
+    """The people index's ops for a profile whose Person went from `before` to `after`:
+    `UnindexPerson` under each key it lost, `IndexPerson` (the new Person) under each it
+    kept or gained; none when equal."""
+    if before == after:
+        return []
+    old = blocking_keys(before) if before is not None else []
+    new = blocking_keys(after) if after is not None else []
+    kept = set(new)
+    outs = [Out(Role.PEOPLE_OPS, key, UnindexPerson(profile_id)) for key in old if key not in kept]
+    if after is not None:
+        person = after.to_json()
+        outs.extend(Out(Role.PEOPLE_OPS, key, IndexPerson(profile_id, person)) for key in new)
+    return outs

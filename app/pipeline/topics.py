@@ -30,24 +30,43 @@ class Role(StrEnum):
     GUARD_OPS = "guard_ops"
     IDENTITY_OPS = "identity_ops"
     PROFILE_OPS = "profile_ops"
+    PEOPLE_OPS = "people_ops"
+    DUPLICATE_OPS = "duplicate_ops"
     IDENTITY_CHANGES = "identity_changes"
     PROFILE_CHANGES = "profile_changes"
     QUARANTINE = "quarantine"
     DEAD_LETTER = "dead_letter"
+    DUPLICATE_SUGGESTIONS = "duplicate_suggestions"
 
 
 #: Roles of the internal topics the agents send each other ops on.
-OPS_ROLES = frozenset({Role.GUARD_OPS, Role.IDENTITY_OPS, Role.PROFILE_OPS})
+OPS_ROLES = frozenset(
+    {Role.GUARD_OPS, Role.IDENTITY_OPS, Role.PROFILE_OPS, Role.PEOPLE_OPS, Role.DUPLICATE_OPS}
+)
 
 #: Roles of the topics downstream systems read. A rebuild mutes them (settings
 #: `publish_outputs`): the live state version already published all of it.
 OUTPUT_ROLES = frozenset(
-    {Role.IDENTITY_CHANGES, Role.PROFILE_CHANGES, Role.QUARANTINE, Role.DEAD_LETTER}
+    {
+        Role.IDENTITY_CHANGES,
+        Role.PROFILE_CHANGES,
+        Role.QUARANTINE,
+        Role.DEAD_LETTER,
+        Role.DUPLICATE_SUGGESTIONS,
+    }
 )
 
 #: Roles of the worker's tables in `topics/topics.toml`.
 TableRole = Literal[
-    "links", "guards", "profiles", "profile_facts", "profile_identity", "cart_deadlines"
+    "links",
+    "guards",
+    "profiles",
+    "profile_facts",
+    "profile_identity",
+    "cart_deadlines",
+    "people",
+    "person_blocks",
+    "duplicates",
 ]
 
 
@@ -114,6 +133,7 @@ class Topics:
     profile_changes: TopicSpec
     dead_letter: TopicSpec
     quarantine: TopicSpec
+    duplicate_suggestions: TopicSpec
     partitions: int
     internal: dict[str, InternalSpec]
 
@@ -126,6 +146,7 @@ class Topics:
             self.profile_changes,
             self.dead_letter,
             self.quarantine,
+            self.duplicate_suggestions,
         ]
 
     def internal_name(self, role: str) -> str:

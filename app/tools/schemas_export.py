@@ -10,14 +10,15 @@ from pydantic import TypeAdapter
 
 from app.domain.card_model import Card
 from app.domain.events import EVENT_MODELS, Event
-from app.pipeline.changes import IdentityChangeRecord, ProfileChangeRecord
+from app.pipeline.changes import DuplicateRecord, IdentityChangeRecord, ProfileChangeRecord
 
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def render_schemas() -> dict[str, bytes]:
     """file name -> schema bytes: one per event type, `event.json` for any event, and
-    the records cardstream publishes (`identity-change.json`, `profile-change.json`) and
+    the records cardstream publishes (`identity-change.json`, `profile-change.json`,
+    `duplicate-suggestion.json`) and
     the card they carry (`card.json`)."""
     schemas = {f"{name}.json": model.model_json_schema() for name, model in EVENT_MODELS.items()}
     union = TypeAdapter(Event).json_schema()
@@ -26,6 +27,7 @@ def render_schemas() -> dict[str, bytes]:
     schemas["identity-change.json"] = IdentityChangeRecord.model_json_schema()
     schemas["profile-change.json"] = ProfileChangeRecord.model_json_schema()
     schemas["card.json"] = Card.model_json_schema()
+    schemas["duplicate-suggestion.json"] = DuplicateRecord.model_json_schema()
     return {
         name: orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         for name, schema in sorted(schemas.items())

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 import faust
+import orjson
 from faust.types import TableT, TopicT
 
 from app.domain.identity import (
@@ -25,12 +26,14 @@ from app.domain.identity import (
     link_state_from_json,
     link_state_to_json,
 )
+from app.domain.people import IndexBlock, Person
 from app.domain.profile import (
     HeadCache,
     ProfileState,
     profile_state_from_json,
     profile_state_to_json,
 )
+from app.pipeline.people import Duplicates
 from app.pipeline.steps import ProfileIdentity
 from app.pipeline.topics import Role, TableRole, Topics, derived_topic_name
 
@@ -49,6 +52,9 @@ class Channels:
     guard_ops: TopicT
     identity_ops: TopicT
     profile_ops: TopicT
+    people_ops: TopicT
+    duplicate_ops: TopicT
+    duplicate_suggestions: TopicT
     muted: frozenset[Role] = frozenset()
 
     @classmethod
@@ -78,6 +84,9 @@ class Channels:
             guard_ops=internal(Role.GUARD_OPS),
             identity_ops=internal(Role.IDENTITY_OPS),
             profile_ops=internal(Role.PROFILE_OPS),
+            people_ops=internal(Role.PEOPLE_OPS),
+            duplicate_ops=internal(Role.DUPLICATE_OPS),
+            duplicate_suggestions=raw(topics.duplicate_suggestions.name),
             muted=muted,
         )
 
@@ -104,10 +113,21 @@ def _decode_time(raw: bytes) -> datetime:
     return datetime.fromisoformat(raw.decode())
 
 
+def _encode_person(person: Person) -> bytes:
+    return orjson.dumps(person.to_json())
+
+
+def _decode_person(raw: bytes) -> Person:
+    return Person.from_json(orjson.loads(raw))
+
+
 LINK_STATES = Codec(link_state_to_json, link_state_from_json)
 GUARD_STATES = Codec(guard_state_to_json, guard_state_from_json)
 PROFILE_IDENTITIES = Codec(ProfileIdentity.to_json, ProfileIdentity.from_json)
 TIMES = Codec(_encode_time, _decode_time)
+PEOPLE = Codec(_encode_person, _decode_person)
+INDEX_BLOCKS = Codec(IndexBlock.to_json, IndexBlock.from_json)
+DUPLICATE_LISTS = Codec(Duplicates.to_json, Duplicates.from_json)
 
 
 class TypedTable(Generic[V]):
@@ -188,6 +208,9 @@ class Tables:
     profile_facts: TableT
     profile_identity: TypedTable[ProfileIdentity]
     cart_deadlines: TypedTable[datetime]
+    people: TypedTable[Person]
+    person_blocks: TypedTable[IndexBlock]
+    duplicates: TypedTable[Duplicates]
 
     @classmethod
     def declare(cls, app: faust.App, topics: Topics) -> Tables:
@@ -213,4 +236,9 @@ class Tables:
             cart_deadlines=TypedTable(
                 table("cart_deadlines", "profile id -> cart abandonment time"), TIMES
             ),
+            people=TypedTable(table("people", "profile id -> Person"), PEOPLE),
+            person_blocks=TypedTable(
+                table("person_blocks", "blocking key -> IndexBlock"), INDEX_BLOCKS
+            ),
+            duplicates=TypedTable(table("duplicates", "profile id -> Duplicates"), DUPLICATE_LISTS),
         )

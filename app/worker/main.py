@@ -10,7 +10,7 @@ import faust
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from app.pipeline.topics import OUTPUT_ROLES, load_topics
-from app.worker.agents import identity, intake, profiles
+from app.worker.agents import identity, intake, people, profiles
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
 from app.worker.faust_patches import apply_faust_patches, check_faust_version
@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> faust.App:
         topics.partitions if shared else None,  # co-partitioned inputs only
     )
     identity.register(app, channels, tables, settings, stats)
+    people.register(app, channels, tables, settings, stats)
     routes.register(app, settings, tables, stats)
     staff.register(app, tables, watch, credentials)
     log_refusals_without_content(cast(AiohttpWeb, app.web))  # no path or header in the log

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import socket
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.domain.card import CardSettings
 from app.domain.identity import GuardLimits
 from app.domain.links import DEFAULT_BLOCKED_VALUES
+from app.domain.people import DEFAULT_MODEL, MatchModel
 from app.domain.rfm import RfmThresholds
+from app.pipeline.people import PeopleSettings
 from app.pipeline.topics import state_app_id
 from app.worker.logs import level_of
 
@@ -45,6 +49,18 @@ def describe_errors(error: ValidationError) -> str:
             message = f"{ENV_PREFIX}{field.upper()}{where} ({field}): {message}"
         parts.append(message)
     return "; ".join(parts)
+
+
+@lru_cache(maxsize=4)
+def _match_model(path: Path) -> MatchModel:
+    """The match model in file `path` (read once); raises InvalidSettings."""
+    try:
+        return MatchModel.from_json(orjson.loads(path.read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidSettings(
+            f"{ENV_PREFIX}PEOPLE_MODEL_FILE (people_model_file): not a match model"
+            f" ({type(exc).__name__})"
+        ) from None
 
 
 class Settings(BaseSettings):
@@ -191,6 +207,25 @@ class Settings(BaseSettings):
     rfm_monetary: tuple[float, float, float, float] = Field(
         (100, 300, 1000, 3000), description="RFM monetary cut points, total spent"
     )
+    person_block_cap: int = Field(
+        100,
+        ge=2,
+        le=1000,
+        description="People kept under one blocking key of the people index; a key shared "
+        "by more is too common to tell anyone apart and is no longer looked up",
+    )
+    duplicate_threshold: float = Field(
+        0.5, gt=0, le=1, description="Match probability from which a pair is suggested"
+    )
+    people_model_file: Path | None = Field(
+        None,
+        description="The match model (JSON of app.domain.people.MatchModel); "
+        "none: the built-in one",
+    )
+    search_candidates: int = Field(
+        200, ge=1, le=5000, description="Candidates a person search scores at most"
+    )
+    search_results: int = Field(10, ge=1, le=100, description="Results a person search answers")
     clock_offset_seconds: float = Field(
         0.0, description="Added to the wall clock for timers (cart abandonment, interest expiry)"
     )
@@ -238,6 +273,20 @@ class Settings(BaseSettings):
             receipts_on_card=self.receipts_on_card,
             rfm=RfmThresholds(self.rfm_recency_days, self.rfm_frequency, self.rfm_monetary),
         )
+
+    def people_settings(self) -> PeopleSettings:
+        """The people index's settings (issue 15); raises InvalidSettings for a model file
+        that cannot be read."""
+        model = DEFAULT_MODEL
+        if self.people_model_file is not None:
+            model = _match_model(self.people_model_file)
+        return PeopleSettings(
+            block_cap=self.person_block_cap, threshold=self.duplicate_threshold, model=model
+        )
+
+    def people_model(self) -> MatchModel:
+        """The match model searches and suggestions score with."""
+        return self.people_settings().model
 
     def now(self) -> datetime:
         """The worker's clock: wall clock plus `clock_offset_seconds` (tests move it)."""

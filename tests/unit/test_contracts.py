@@ -56,6 +56,7 @@ def test_declared_topics() -> None:
         "cdp.profile-changes",
         "cdp.dead-letter",
         "cdp.quarantine",
+        "cdp.duplicate-suggestions",
     ]
     assert topics.profile_changes.cleanup_policy == "compact"
     assert topics.identify.retention_ms == -1  # inputs are what a rebuild replays
@@ -78,5 +79,5 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_export_writes_into_an_empty_dir(tmp_path: Path) -> None:
     target = tmp_path / "out"
     written = export_schemas(target)
-    assert len(written) == len(EVENT_MODELS) + 4  # + event, identity-change, profile-change, card
+    assert len(written) == len(EVENT_MODELS) + 5  # event, identity/profile change, card, duplicate
     shutil.rmtree(target)

@@ -212,7 +212,7 @@ def test_internal_topic_names_of_a_version() -> None:
     assert len(names) == len(TOPICS.internal)
     ops = ops_partitions("x", TOPICS)
     assert ("x-identity-ops", TOPICS.partitions - 1) in ops
-    assert len(ops) == 3 * TOPICS.partitions
+    assert len(ops) == 5 * TOPICS.partitions  # guard, identity, profile, people, duplicate ops
 
 
 def test_folded_events_counts_folds_and_rejections() -> None:

@@ -77,6 +77,9 @@ ROLES = (
     "guard_ops",
     "identity_ops",
     "profile_ops",
+    "people_ops",
+    "duplicate_ops",
+    "duplicate_suggestions",
 )
 
 

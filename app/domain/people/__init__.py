@@ -10,28 +10,27 @@ Pure code for the staff search by person and for duplicate suggestions (issue 15
   a Fellegi-Sunter `MatchModel` (`DEFAULT_MODEL`, or `estimate_model` by EM);
 * `rank_candidates` (search) and `suggest_duplicates` (a changed profile).
 
-How a worker uses it (settings: block cap, e.g. 100; candidates per look-up,
-e.g. 200; suggestion threshold, e.g. 0.5; the model as a JSON file):
+How the worker uses it (`app.pipeline.people`, `app.worker.agents.people`):
 
-* tables: `people` (profile id → `Person.to_json()`) and `person_blocks`
-  (blocking key → `Block`). A profile's keys are not stored: `blocking_keys` of
-  its stored Person gives them again.
-* a profile's attributes changed: `new = person_of(card attributes, card phone)`;
-  if it differs from the stored one, remove the id from the blocks of the keys
-  it lost and add it to those of the keys it gained (ops keyed by blocking key,
-  `add_to_block` / `remove_from_block`), store `new`, then
-  `gather_candidates(blocks of blocking_keys(new), exclude=id, limit)`, read
-  their Persons and publish `suggest_duplicates(new, candidates, model,
-  threshold)` (with `Match.explain()` for staff). Suggestions only: nothing merges.
+* tables: `people` (profile id → its Person) and `person_blocks` (blocking key →
+  `IndexBlock`: the people under that key *with their Persons*, so the block's
+  holder scores a newcomer against them without reading another partition).
+  A profile's keys are not stored: `blocking_keys` of its stored Person gives them.
+* a profile's card changed: `new = person_of(card attributes, card phone)`; if it
+  differs from the stored one, the profile is dropped from the blocks of the keys
+  it lost and put (with its new Person) in those it kept or gained; each block
+  scores the newcomer against its other members and sends the pairs whose
+  probability reaches the threshold to both profiles' duplicate lists.
+  Suggestions only: nothing merges.
 * `GET /search`: `search_keys(PersonQuery(...))` (ValueError → 400 with its
-  message), `gather_candidates`, read their Persons, `rank_candidates`; the
-  answer lists each candidate's `Match.evidence`. A search looks up about 30 keys
-  and reads at most `limit` Persons.
+  message), the blocks of those keys, `candidates_of`, `rank_candidates`; the
+  answer lists each candidate's `Match.evidence`. A search looks up about 30 keys.
 * the model: estimated offline with `estimate_model` over candidate pairs of the
   stored people, or online by counting `compare(a, b).levels` of the pairs the
   worker scores and calling `estimate_from_levels` on the counts now and then.
 """
 
+from app.domain.people.index import IndexBlock, candidates_of, drop_person, put_person
 from app.domain.people.keys import (
     Block,
     add_to_block,
@@ -67,18 +66,22 @@ __all__ = [
     "Candidate",
     "Comparison",
     "FieldEvidence",
+    "IndexBlock",
     "Match",
     "MatchModel",
     "Person",
     "PersonQuery",
     "add_to_block",
     "blocking_keys",
+    "candidates_of",
     "compare",
+    "drop_person",
     "estimate_from_levels",
     "estimate_model",
     "fold",
     "gather_candidates",
     "person_of",
+    "put_person",
     "query_person",
     "rank_candidates",
     "remove_from_block",

@@ -49,6 +49,8 @@ _UNDECOMPOSED = str.maketrans(
 _SEPARATORS = re.compile(r"[\W_]+")
 _DIGITS = re.compile(r"\d+")
 _PHONE_DIGITS = 9
+#: A stored field keeps at most this many characters (a Person's stored size is bounded).
+FIELD_CHARS = 80
 
 
 def fold(text: str) -> str:
@@ -142,7 +144,8 @@ def person_of(attributes: Mapping[str, object], phone: str = "") -> Person | Non
     `phone` (e.g. the card's phone link) is used when the attributes hold none.
     Returns None when neither a name nor a birth date is known: such a profile
     cannot be told apart from anyone by its personal data. Values that are not
-    text (or integers, for postcodes and dates) are ignored.
+    text (or integers, for postcodes and dates) are ignored. Each field keeps its first
+    `FIELD_CHARS` characters.
     """
     street, number = split_street(_text(attributes, "street", "address"))
     person = Person(
@@ -157,6 +160,9 @@ def person_of(attributes: Mapping[str, object], phone: str = "") -> Person | Non
     )
     if not (person.first_name or person.last_name or person.birth_date):
         return None
+    if any(len(getattr(person, f.name)) > FIELD_CHARS for f in fields(person)):
+        cut = {f.name: getattr(person, f.name)[:FIELD_CHARS].strip() for f in fields(person)}
+        person = Person(**cut)
     return person
 
 

@@ -24,6 +24,7 @@ from app.pipeline.changes import (
     SOURCE_OFFSET_HEADER,
     SOURCE_PARTITION_HEADER,
     SOURCE_TOPIC_HEADER,
+    DuplicateRecord,
     IdentityChangeRecord,
     ProfileChangeRecord,
 )
@@ -51,7 +52,7 @@ def encode_out(out: Out) -> bytes:
     message = out.message
     if isinstance(message, bytes):
         return message
-    if isinstance(message, IdentityChangeRecord | ProfileChangeRecord):
+    if isinstance(message, IdentityChangeRecord | ProfileChangeRecord | DuplicateRecord):
         return message.to_json()
     return encode_op(message)
 

@@ -69,7 +69,14 @@ def register(
         state = tables.profiles.get(profile_id)
         identity = tables.profile_identity.get(profile_id)
         outcome = profile_batch(
-            state, identity, store, profile_id, ops, card_settings, settings.now()
+            state,
+            identity,
+            store,
+            profile_id,
+            ops,
+            card_settings,
+            settings.now(),
+            lambda: tables.people.get(profile_id),
         )
         after = outcome.state
         if after.stored_head is not None:
@@ -77,6 +84,8 @@ def register(
         if after.identity is not None and after.identity != identity:
             tables.profile_identity.set(profile_id, after.identity)
         tables.cart_deadlines.put(profile_id, after.cart_deadline)
+        if after.person_changed:
+            tables.people.put(profile_id, after.person)
         if watch is not None:
             watch.published(outcome.outs)  # open staff pages fetch the card again
         return outcome.outs, outcome.failed

@@ -1,0 +1,310 @@
+"""The people index and the duplicate lists, as batch steps (issue 15).
+
+Three steps, each over one key's state, pure like the others in `app.pipeline.steps`:
+
+* `person_outs` (called by `app.pipeline.steps.profile_batch` when a batch changed
+  the card's attributes or contacts): when the profile's Person changed,
+  `UnindexPerson` for each blocking key it lost and `IndexPerson` (with the new
+  Person) for each key it kept or gained, on `people-ops`.
+* `people_batch` (people agent, keyed by blocking key, table `person-blocks`): puts or
+  drops the profile in the key's `IndexBlock`; a profile put with a new Person is
+  scored against every other member, and each pair whose probability reaches the
+  threshold goes to *both* profiles' duplicate lists (`NoteDuplicate` on
+  `duplicate-ops`). A full block scores nobody: its key is too common to tell.
+* `duplicates_batch` (duplicates agent, keyed by profile id, table `duplicates`):
+  keeps a profile's likely duplicates with their evidence, and staff decisions. A
+  new suggestion, a changed probability and a decision are published on
+  `cdp.duplicate-suggestions` by the side with the smaller profile id, so one
+  record per event of the pair. A decided pair is never suggested again.
+
+A pair shares several keys, so it is scored in several blocks; the duplicate list
+keeps it once and publishes it once (same probability and evidence: no change).
+
+Bounds: a block holds at most `block_cap` people (`person_block_cap`), a profile at
+most `max_suggestions` undecided suggestions (the strongest) and `max_decisions`
+decisions (the newest), so every value stays far below 512 KiB.
+Nothing here logs or publishes personal data: records carry ids, levels and weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, cast, get_args
+
+import orjson
+
+from app.domain.people import (
+    DEFAULT_MODEL,
+    IndexBlock,
+    MatchModel,
+    Person,
+    drop_person,
+    put_person,
+    suggest_duplicates,
+)
+from app.pipeline.changes import Decision, DuplicateRecord, Evidence
+from app.pipeline.ops import DecideDuplicate, IndexPerson, NoteDuplicate, Op, UnindexPerson
+from app.pipeline.steps import Out, Outcome, fold_ops
+from app.pipeline.topics import Role
+
+DECISIONS: frozenset[str] = frozenset(get_args(Decision))
+
+#: One field's evidence as ops and tables carry it: (field, level, weight, swapped).
+EvidenceTuple = tuple[str, str, float, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleSettings:
+    """The people index's settings: block cap, suggestion threshold, the model, bounds."""
+
+    block_cap: int = 100
+    threshold: float = 0.5
+    model: MatchModel = DEFAULT_MODEL
+    max_suggestions: int = 20
+    max_decisions: int = 500
+
+
+#: The settings' defaults (`Settings.people_settings` reads the worker's).
+DEFAULT_PEOPLE = PeopleSettings()
+
+
+# ------------------------------------------------------------------ the index
+
+
+def _evidence(match_evidence: Sequence[Any]) -> tuple[EvidenceTuple, ...]:
+    return tuple((e.field, e.level, round(e.weight, 3), e.swapped) for e in match_evidence)
+
+
+def _index_op(
+    block: IndexBlock | None, op: Op, settings: PeopleSettings, now: datetime
+) -> tuple[IndexBlock | None, list[Out]]:
+    if isinstance(op, UnindexPerson):
+        return drop_person(block, op.profile_id), []
+    if not isinstance(op, IndexPerson):
+        raise ValueError(f"the people agent does not handle {op.kind}")
+    person = Person.from_json(op.person)
+    before = block.person(op.profile_id) if block is not None else None
+    after = put_person(block, op.profile_id, person, settings.block_cap)
+    if after.full or before == person:
+        return after, []
+    others = [(pid, p) for pid, p in after.members if pid != op.profile_id]
+    outs: list[Out] = []
+    at = now.isoformat()
+    for found in suggest_duplicates(person, others, settings.model, settings.threshold):
+        probability = round(found.match.probability, 4)
+        weight = round(found.match.weight, 3)
+        evidence = _evidence(found.match.evidence)
+        for one, other in ((op.profile_id, found.profile_id), (found.profile_id, op.profile_id)):
+            note = NoteDuplicate(other, probability, weight, evidence, at)
+            outs.append(Out(Role.DUPLICATE_OPS, one, note))
+    return after, outs
+
+
+def stored_block(block: IndexBlock | None) -> IndexBlock | None:
+    """What the table keeps of `block`: nothing for a block that holds nobody and is not full."""
+    return block if block is not None and (block.members or block.full) else None
+
+
+def people_batch(
+    block: IndexBlock | None,
+    key: str,
+    ops: Sequence[Op],
+    settings: PeopleSettings,
+    now: datetime,
+) -> Outcome[IndexBlock | None]:
+    """The block of blocking key `key` handles a batch of index ops, in order.
+
+    The state is None while nobody was indexed under the key; an emptied block is
+    an `IndexBlock` without members (the agent deletes it).
+    """
+    del key  # the block is the key's; the ops carry the profile ids
+
+    def step(held: IndexBlock | None, op: Op) -> tuple[IndexBlock | None, list[Out]]:
+        return _index_op(held, op, settings, now)
+
+    return fold_ops(step, block, ops)
+
+
+# ------------------------------------------------------------------ duplicate lists
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateEntry:
+    """One likely duplicate of a profile: how it scored, and the staff's decision if any."""
+
+    other: str
+    probability: float | None = None
+    weight: float | None = None
+    evidence: tuple[EvidenceTuple, ...] = ()
+    suggested_at: str | None = None
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """The entry as the API and the staff page show it."""
+        return {
+            "other_profile_id": self.other,
+            "probability": self.probability,
+            "weight": self.weight,
+            "evidence": [
+                {"field": f, "level": level, "weight": w, "swapped": swapped}
+                for f, level, w, swapped in self.evidence
+            ],
+            "suggested_at": self.suggested_at,
+            "decision": self.decision,
+            "decided_by": self.decided_by,
+            "decided_at": self.decided_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicates:
+    """A profile's likely duplicates, strongest first, then its decided pairs, newest first."""
+
+    entries: tuple[DuplicateEntry, ...] = field(default=())
+
+    def get(self, other: str) -> DuplicateEntry | None:
+        """The entry of the pair with `other`, None if there is none."""
+        for entry in self.entries:
+            if entry.other == other:
+                return entry
+        return None
+
+    def to_api(self) -> list[dict[str, Any]]:
+        """Every entry as the API shows it."""
+        return [entry.to_api() for entry in self.entries]
+
+    def to_json(self) -> bytes:
+        """The table value (version 1)."""
+        return orjson.dumps(
+            {"v": 1, "e": [[getattr(e, f) for f in _ENTRY_FIELDS] for e in self.entries]}
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Duplicates:
+        """The value `to_json` wrote."""
+        data = orjson.loads(raw)
+        entries = []
+        for row in data["e"]:
+            values = dict(zip(_ENTRY_FIELDS, row, strict=True))
+            values["evidence"] = tuple(tuple(item) for item in values["evidence"])
+            entries.append(DuplicateEntry(**values))
+        return cls(tuple(entries))
+
+
+_ENTRY_FIELDS = tuple(DuplicateEntry.__dataclass_fields__)
+
+
+def _bounded(entries: list[DuplicateEntry], settings: PeopleSettings) -> tuple[DuplicateEntry, ...]:
+    """Open suggestions strongest first (at most `max_suggestions`), then decisions newest
+    first (at most `max_decisions`)."""
+    open_ = sorted(
+        (e for e in entries if e.decision is None), key=lambda e: (-(e.weight or 0.0), e.other)
+    )
+    decided = sorted(
+        (e for e in entries if e.decision is not None),
+        key=lambda e: (e.decided_at or "", e.other),
+        reverse=True,
+    )
+    return (*open_[: settings.max_suggestions], *decided[: settings.max_decisions])
+
+
+def _record(profile_id: str, entry: DuplicateEntry, at: str) -> Out | None:
+    """The `cdp.duplicate-suggestions` record of `entry`, from the smaller id's side only."""
+    if profile_id > entry.other:
+        return None
+    if entry.decision is None:
+        record = DuplicateRecord(
+            kind="suggested",
+            profile_id=profile_id,
+            other_profile_id=entry.other,
+            probability=entry.probability,
+            weight=entry.weight,
+            evidence=[
+                Evidence(field=f, level=lv, weight=w, swapped=s) for f, lv, w, s in entry.evidence
+            ],
+            at=datetime.fromisoformat(at),
+        )
+    else:
+        record = DuplicateRecord(
+            kind="decided",
+            profile_id=profile_id,
+            other_profile_id=entry.other,
+            decision=cast(Decision, entry.decision),
+            decided_by=entry.decided_by,
+            at=datetime.fromisoformat(at),
+        )
+    return Out(Role.DUPLICATE_SUGGESTIONS, profile_id, record)
+
+
+def _duplicate_op(
+    state: Duplicates | None, profile_id: str, op: Op, settings: PeopleSettings
+) -> tuple[Duplicates | None, list[Out]]:
+    held = state or Duplicates()
+    if isinstance(op, NoteDuplicate):
+        if op.other == profile_id:
+            return state, []
+        entry = held.get(op.other)
+        if entry is not None and (
+            entry.decision is not None
+            or (entry.probability, entry.evidence) == (op.probability, op.evidence)
+        ):
+            return state, []  # decided: never again; or the same pair from another block
+        entry = DuplicateEntry(op.other, op.probability, op.weight, op.evidence, op.at)
+        at = op.at
+    elif isinstance(op, DecideDuplicate):
+        if op.decision not in DECISIONS:
+            raise ValueError(f"decision {op.decision!r} is not one of {sorted(DECISIONS)}")
+        if op.other == profile_id:
+            raise ValueError("a profile is no duplicate of itself")
+        before = held.get(op.other) or DuplicateEntry(op.other)
+        if before.decision == op.decision:
+            return state, []
+        entry = replace(before, decision=op.decision, decided_by=op.decided_by, decided_at=op.at)
+        at = op.at
+    else:
+        raise ValueError(f"the duplicates agent does not handle {op.kind}")
+    entries = [e for e in held.entries if e.other != entry.other]
+    after = Duplicates(_bounded([*entries, entry], settings))
+    if after.get(entry.other) is None:
+        return after if after != held else state, []  # weaker than every kept suggestion
+    record = _record(profile_id, entry, at)
+    return after, [record] if record is not None else []
+
+
+def stored_duplicates(lists: Duplicates | None) -> Duplicates | None:
+    """What the table keeps of `lists`: nothing for an empty list."""
+    return lists if lists is not None and lists.entries else None
+
+
+def duplicates_batch(
+    state: Duplicates | None, profile_id: str, ops: Sequence[Op], settings: PeopleSettings
+) -> Outcome[Duplicates | None]:
+    """The duplicate list of `profile_id` handles a batch of notes and decisions, in order."""
+
+    def step(held: Duplicates | None, op: Op) -> tuple[Duplicates | None, list[Out]]:
+        return _duplicate_op(held, profile_id, op, settings)
+
+    return fold_ops(step, state, ops)
+
+
+def decision_outs(
+    profile_id: str, other: str, decision: str, decided_by: str, at: datetime
+) -> list[Out]:
+    """The ops of a staff decision on the pair: one to each profile's duplicate list.
+
+    Raises ValueError for a decision that is not `same_person` / `not_same`, or a pair
+    of one profile.
+    """
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(sorted(DECISIONS))}")
+    if profile_id == other:
+        raise ValueError("a profile is no duplicate of itself")
+    stamp = at.isoformat()
+    return [
+        Out(Role.DUPLICATE_OPS, profile_id, DecideDuplicate(other, decision, decided_by, stamp)),
+        Out(Role.DUPLICATE_OPS, other, DecideDuplicate(profile_id, decision, decided_by, stamp)),
+    ]
