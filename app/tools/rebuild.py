@@ -8,6 +8,8 @@ so V is built beside the live state without touching it. The rebuild:
 2. measures the input topics: where to start (the beginning, `--from-offset`
    positions, or the broker's offsets for a time) and their end offsets now;
 3. creates the version's internal topics and commits the start offsets for its group;
+   sends it the staff decisions on duplicate pairs (`carry_decisions`: no input
+   topic carries them);
 4. runs one worker (`app.tools.runner.WorkerProcess`, the same worker code) on V with its
    outputs muted (`publish_outputs` off): identity changes, card changes, quarantined
    claims and dead letters were all published by the live version already, and
@@ -26,24 +28,29 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import NewTopic
 
-from app.pipeline.topics import Topics
+from app.pipeline.ops import Op, encode_op
+from app.pipeline.people import decision_outs
+from app.pipeline.topics import Role, Topics
 from app.tools.admin import admin_client
 from app.tools.offsets import (
     OffsetsError,
     Partition,
+    Record,
     commit_offsets,
     committed_offsets,
     end_offsets,
     offsets_for_time,
     partitions_of,
+    read_records,
     start_offsets,
 )
+from app.tools.producer import producer_config
 from app.tools.progress import ProgressLine, format_duration
 from app.tools.runner import WorkerFailed, WorkerProcess
 from app.worker.settings import Settings
@@ -330,8 +337,11 @@ def run_rebuild(
     create_internal_topics(settings.bootstrap, app_id, topics)
     try:
         commit_offsets(settings.bootstrap, app_id, plan.starts)
+        carried = carry_decisions(settings.bootstrap, app_id, topics)
     except OffsetsError as exc:
         raise RebuildError(str(exc)) from exc
+    if carried:
+        say(f"carried {carried:,} staff decision(s) on duplicate pairs into the new version")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_file = settings.data_dir / f"rebuild-{version}.log"
     worker = WorkerProcess(
@@ -365,6 +375,55 @@ def run_rebuild(
         raise RebuildError(f"the rebuild worker failed (log {log_file}): {exc}") from exc
     finally:
         worker.stop()
+
+
+def latest_decisions(records: Iterable[Record]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last staff decision on each pair among `cdp.duplicate-suggestions` records:
+    (profile id, other profile id) -> the `decided` record (by its time). Records that
+    are no such JSON are skipped."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        try:
+            data = orjson.loads(record.value or b"null")
+            if not isinstance(data, dict) or data.get("kind") != "decided":
+                continue
+            pair = (str(data["profile_id"]), str(data["other_profile_id"]))
+            at = str(data["at"])
+        except (orjson.JSONDecodeError, KeyError):
+            continue
+        if pair not in latest or at >= str(latest[pair]["at"]):
+            latest[pair] = data
+    return latest
+
+
+def carry_decisions(bootstrap: str, app_id: str, topics: Topics) -> int:
+    """Send every staff decision on a duplicate pair to state version `app_id`'s duplicate
+    lists; returns how many decisions.
+
+    The input topics the rebuild replays carry no decision: staff made them on the
+    live version, which published them on `cdp.duplicate-suggestions` (kept without a
+    time limit for this). Each pair's last decision goes to both profiles' lists
+    (`DecideDuplicate` on the version's `duplicate-ops`) before its worker starts, so
+    the rebuilt index never suggests a decided pair again.
+    """
+    topic = topics.duplicate_suggestions.name
+    partitions = partitions_of(bootstrap, topic)
+    if not partitions:
+        return 0
+    ends = end_offsets(bootstrap, [(topic, p) for p in partitions])
+    decided = latest_decisions(read_records(bootstrap, ends))
+    if not decided:
+        return 0
+    target = topics.internal_topic(app_id, Role.DUPLICATE_OPS)
+    producer = Producer(producer_config(bootstrap))
+    for (profile_id, other), data in sorted(decided.items()):
+        at = datetime.fromisoformat(str(data["at"]))
+        by = str(data.get("decided_by") or "staff")
+        for out in decision_outs(profile_id, other, str(data["decision"]), by, at):
+            producer.produce(target, key=out.key.encode(), value=encode_op(cast(Op, out.message)))
+    if producer.flush(30) != 0:
+        raise RebuildError(f"could not send the staff decisions to {target}; try again")
+    return len(decided)
 
 
 def _follow(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,12 +20,15 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from app.pipeline.people import Duplicates
+from app.tools.export import read_table
 from app.tools.offsets import end_offsets
 from app.tools.producer import ChannelProducer
 from app.tools.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
 from app.tools.scenario import BAD_RECORDS, scenario
 from tests.conftest import Broker, Isolated, clock_offset_for
 from tests.fixtures.factories import as_json, make_event, make_identify, make_receipt
+from tests.integration.kafka_read import read_topic
 from tests.integration.test_identity import assert_equal, eventually
 
 pytestmark = pytest.mark.integration
@@ -84,6 +88,40 @@ def reassignments() -> list[dict]:
     return events
 
 
+def one_person_twice() -> list[dict]:
+    """Two files of one person, written differently (issue 15: a likely duplicate)."""
+    anna = {
+        "first_name": "Anna",
+        "last_name": "Kowalska",
+        "birth_date": "1990-03-04",
+        "city": "Łódź",
+        "postcode": "90-001",
+    }
+    ana = {**anna, "first_name": "Ana", "last_name": "Kowalsky", "city": "Lodz"}
+    return [
+        make_identify(
+            customer_id=f"C-{1200 + n}",
+            links={"email": f"anna{n}@example.com"},
+            attributes=attributes,
+            event_id=f"anna-{n}",
+            ts="2026-11-05T10:00:00+00:00",
+        )
+        for n, attributes in ((1, anna), (2, ana))
+    ]
+
+
+def decide(worker: WorkerProcess, profile_id: str, other: str, decision: str) -> None:
+    """Staff mark the pair, as the staff page does (POST /profiles/{id}/duplicates/{other})."""
+    request = urllib.request.Request(
+        f"{worker.url}/profiles/{profile_id}/duplicates/{other}",
+        data=orjson.dumps({"decision": decision}),
+        headers={"Content-Type": "application/json", **worker.auth_headers()},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+
+
 def publish(broker: Broker, isolated: Isolated, events: list[dict]) -> None:
     producer = ChannelProducer(broker.bootstrap, isolated.topics)
     for event in events:
@@ -100,6 +138,7 @@ def output_ends(broker: Broker, isolated: Isolated) -> dict[tuple[str, int], int
         topics.identity_changes.name,
         topics.dead_letter.name,
         topics.quarantine.name,
+        topics.duplicate_suggestions.name,
     ]
     return end_offsets(broker.bootstrap, [(n, p) for n in names for p in range(topics.partitions)])
 
@@ -110,12 +149,24 @@ def test_rebuild_gives_byte_identical_cards_and_publishes_nothing(
     start_worker: Callable[..., WorkerProcess],
     tmp_path: Path,
 ) -> None:
-    events = scenario(CUSTOMERS, seed=11) + reassignments()
+    events = scenario(CUSTOMERS, seed=11) + reassignments() + one_person_twice()
     live = start_worker()
     publish(broker, isolated, events)
     eventually(lambda: assert_equal(live.get("/stats")[1]["accepted_total"], len(events)), 120)
     live.wait_until_quiet(quiet=3.0, timeout=180)
     assert live.get("/stats")[1]["rejected"] == len(BAD_RECORDS)
+    # staff decide that the two files are not one person: a decision no input carries
+    decide(live, "C-1201", "C-1202", "not_same")
+    topics = isolated.topics
+
+    def published_decision() -> None:
+        records = read_topic(
+            broker.bootstrap, topics.duplicate_suggestions.name, topics.partitions, 100, 2
+        )
+        kinds = [orjson.loads(m.value())["kind"] for m in records]
+        assert "decided" in kinds, kinds
+
+    eventually(published_decision, 60)
 
     env = {
         "CARDSTREAM_BOOTSTRAP": broker.bootstrap,
@@ -148,6 +199,16 @@ def test_rebuild_gives_byte_identical_cards_and_publishes_nothing(
     assert f"100% {total:,}/{total:,} events" in progress[-1]
     # nothing went to the topics downstream systems read
     assert output_ends(broker, isolated) == before
+    # the staff decision was carried over: the rebuilt lists remember it on both sides
+    assert "carried 1 staff decision(s)" in rebuilt.stdout
+    changelog = isolated.topics.changelog_topic(f"{env['CARDSTREAM_APP_ID']}-v2", "duplicates")
+    lists = {
+        k.decode(): Duplicates.from_json(v)
+        for k, v in read_table(broker.bootstrap, changelog).items()
+    }
+    for one, other in (("C-1201", "C-1202"), ("C-1202", "C-1201")):
+        entry = lists[one].get(other)
+        assert entry is not None and entry.decision == "not_same", lists.get(one)
 
     again = cardstream("export", "--state-version", "v2", "-o", str(tmp_path / "v2.jsonl"), env=env)
     assert again.returncode == 0, again.stderr

@@ -289,3 +289,35 @@ def test_no_record_names_the_person() -> None:
         if out.role == Role.DUPLICATE_SUGGESTIONS:
             text = orjson.dumps(orjson.loads(out.message.to_json())).decode().lower()
             assert "kowal" not in text and "lodz" not in text and "1990" not in text
+
+
+def test_a_rebuild_carries_each_pairs_last_decision() -> None:
+    from app.tools.offsets import Record
+    from app.tools.rebuild import latest_decisions
+
+    def record(offset: int, value: bytes | None) -> Record:
+        return Record("s", 0, offset, b"C-1", value, None)
+
+    def decided(decision: str, at: str) -> bytes:
+        return orjson.dumps(
+            {
+                "kind": "decided",
+                "profile_id": "C-1",
+                "other_profile_id": "C-2",
+                "decision": decision,
+                "decided_by": "staff",
+                "at": at,
+            }
+        )
+
+    suggestion = DuplicateRecord(kind="suggested", profile_id="C-1", other_profile_id="C-3", at=NOW)
+    records = [
+        record(0, suggestion.to_json()),
+        record(1, decided("same_person", "2026-11-02T10:00:00+00:00")),
+        record(2, decided("not_same", "2026-11-03T10:00:00+00:00")),
+        record(3, b"not json"),
+        record(4, None),
+    ]
+    latest = latest_decisions(records)
+    assert list(latest) == [("C-1", "C-2")]
+    assert latest[("C-1", "C-2")]["decision"] == "not_same"
