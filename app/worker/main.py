@@ -17,6 +17,7 @@ from app.worker.faust_patches import apply_faust_patches, check_faust_version
 from app.worker.live import CardWatch
 from app.worker.logs import logging_config
 from app.worker.settings import Settings
+from app.worker.web import people as people_web
 from app.worker.web import routes, staff
 from app.worker.web.auth import ApiCredentials, auth_middleware, is_loopback
 from app.worker.web.refusals import log_refusals_without_content
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> faust.App:
     identity.register(app, channels, tables, settings, stats)
     people.register(app, channels, tables, settings, stats)
     routes.register(app, settings, tables, stats)
+    people_web.register(app, settings, tables, channels, stats)
     staff.register(app, tables, watch, credentials)
     log_refusals_without_content(cast(AiohttpWeb, app.web))  # no path or header in the log
     return app

@@ -8,13 +8,14 @@ port answers every lookup.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import faust
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client.exposition import choose_encoder
+from yarl import URL
 
 from app import __version__
 from app.domain.card import filter_activity, receipts_page
@@ -30,38 +31,71 @@ from app.worker.settings import Settings
 from app.worker.web.auth import ApiCredentials
 
 
+def not_found(web: View, what: str) -> Response:
+    return web.json({"error": "not_found", "detail": what}, status=404)
+
+
+def bad_request(web: View, what: str) -> Response:
+    return web.json({"error": "bad_request", "detail": what}, status=400)
+
+
+def unavailable(web: View) -> Response:
+    """The answer while no worker owns a key yet (starting, rebalancing): retry."""
+    detail = "no worker holds this key yet (starting or rebalancing); retry"
+    return web.json({"error": "unavailable", "detail": detail}, status=503)
+
+
+def query_int(request: Request, name: str, default: int, high: int = 10_000) -> int | None:
+    """A whole-number query parameter in 1..high (`default` when absent); None if not."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if 1 <= value <= high else None
+
+
+class Owners:
+    """Which worker holds a table's key, and asking it: a lookup's answer comes from there."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.headers = ApiCredentials.from_settings(settings).headers()  # the owner may need them
+
+    def owner(self, table_name: str, key: str) -> URL | None:
+        """The web address of the worker holding `key` of the table; None when it is this one.
+        Raises KeyError while nobody holds it (no assignment yet)."""
+        url = self.app.router.key_store(table_name, key)
+        here = self.app.conf.canonical_url
+        return None if (url.host, url.port) == (here.host, here.port) else url
+
+    async def elsewhere(
+        self, table: TypedTable[Any], key: str, web: View, request: Request
+    ) -> Response | None:
+        """The owner's answer when another worker holds `key`; None when it is this one."""
+        try:
+            response: Response = await self.app.router.route_req(table.name, key, web.web, request)
+            return response
+        except SameNode:
+            return None
+
+    async def get_json(self, owner: URL, path_qs: str) -> tuple[int, Any]:
+        """(status, JSON body) of `GET path_qs` on the worker at `owner`."""
+        url = str(owner.with_path("")) + path_qs
+        async with self.app.http_client.get(url, headers=self.headers) as response:
+            return response.status, await response.json()
+
+
 def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerStats) -> None:
     """Register the routes on `app`'s web server."""
 
     def assigned() -> list[str]:
         return sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment())
 
-    async def elsewhere(
-        table: TypedTable[Any], key: str, web: View, request: Request
-    ) -> Response | None:
-        """The owner's answer when another worker holds `key`; None when it is this one."""
-        try:
-            response: Response = await app.router.route_req(table.name, key, web.web, request)
-            return response
-        except SameNode:
-            return None
-
-    def not_found(web: View, what: str) -> Response:
-        return web.json({"error": "not_found", "detail": what}, status=404)
-
-    def bad_request(web: View, what: str) -> Response:
-        return web.json({"error": "bad_request", "detail": what}, status=400)
-
-    def query_int(request: Request, name: str, default: int, high: int = 10_000) -> int | None:
-        """A whole-number query parameter in 1..high (`default` when absent); None if not."""
-        raw = request.query.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            return None
-        return value if 1 <= value <= high else None
+    owners = Owners(app, settings)
+    elsewhere = owners.elsewhere
 
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
@@ -152,14 +186,10 @@ def register(app: faust.App, settings: Settings, tables: Tables, stats: WorkerSt
 
     async def card_anywhere(profile_id: str) -> dict[str, Any]:
         """The card of `profile_id` from whichever worker holds it (empty card if none)."""
-        url = app.router.key_store(tables.profiles.name, profile_id)
-        if (url.host, url.port) != (app.conf.canonical_url.host, app.conf.canonical_url.port):
-            path = f"/profiles/{quote(profile_id, safe='')}/card"
-            headers = ApiCredentials.from_settings(settings).headers()  # the owner may need them
-            owner = str(url.with_path("")) + path
-            async with app.http_client.get(owner, headers=headers) as response:
-                body: dict[str, Any] = await response.json()
-                return body
+        url = owners.owner(tables.profiles.name, profile_id)
+        if url is not None:
+            _, body = await owners.get_json(url, f"/profiles/{quote(profile_id, safe='')}/card")
+            return cast(dict[str, Any], body)
         card = local_card(profile_id)
         return (
             card
