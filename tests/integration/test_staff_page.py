@@ -23,6 +23,7 @@ from app.tools.runner import WorkerProcess, worker_env
 from tests.conftest import Broker, Isolated
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 from tests.integration.test_identity import assert_equal, eventually, send
+from tests.integration.test_people import duplicates_of, polish_people, suggested_pair
 
 pytestmark = pytest.mark.integration
 
@@ -266,6 +267,63 @@ def test_a_new_order_and_a_merge_show_up_without_a_reload(
     assert page.evaluate("window.sameDocument") == "yes"
 
 
+def test_staff_find_a_person_by_name_and_city_and_mark_her_duplicate_the_same_person(
+    broker: Broker,
+    isolated: Isolated,
+    start_worker: Callable[..., WorkerProcess],
+    page: Any,
+) -> None:
+    worker = start_worker(api_token=TOKEN)
+    send(broker, isolated, polish_people())
+    eventually(lambda: suggested_pair(worker))
+
+    sign_in(page, worker)
+    assert page.is_hidden("#people")
+    page.click("#people-toggle")
+    page.fill("#person-name", "kowalska")
+    page.click("#person-search button[type=submit]")
+    page.wait_for_selector("#message.error")  # one field finds nobody: it is refused
+    assert "at least two" in page.inner_text("#message")
+    page.fill("#person-city", "lodz")  # written without its Polish letters
+    page.click("#person-search button[type=submit]")
+    page.wait_for_selector("#people-results li[data-candidate='C-102']")
+    shown = page.locator("#people-results > li").evaluate_all(
+        "items => items.map(li => li.dataset.candidate)"
+    )
+    assert set(shown[:2]) == {"C-101", "C-102"}, shown
+    ana = page.locator("#people-results li[data-candidate='C-102']")
+    assert "Ana Kowalsky" in ana.inner_text()  # capitalised for reading
+    assert ana.locator(".evidence li[data-field='city'][data-level='exact']").count() == 1
+    assert ana.locator(".evidence li[data-field='last_name']").count() == 1
+
+    ana.locator("button.person-name").click()
+    page.wait_for_selector("#customer-id:text-is('C-102')")
+    assert "?profile=C-102" in page.url and "kowalsk" not in page.url.lower()
+    anna = page.locator("#duplicates li[data-duplicate='C-101']")
+    anna.wait_for()
+    assert "birth date: exact" in anna.inner_text()
+    assert "city: exact" in anna.inner_text()
+    anna.locator("button[data-decision='same_person']").click()
+    page.wait_for_selector("#duplicates li[data-duplicate='C-101'] .decision:not(.pending)")
+    assert "Same person" in anna.inner_text() and "staff" in anna.inner_text()
+    assert anna.locator("button[data-decision]").count() == 0
+    assert duplicates_of(worker, "C-101")["C-102"]["decision"] == "same_person"
+
+    anna.locator("button.link").click()  # her other file shows the decision too
+    page.wait_for_selector("#customer-id:text-is('C-101')")
+    ana_entry = page.locator("#duplicates li[data-duplicate='C-102']")
+    ana_entry.wait_for()
+    assert "Same person" in ana_entry.inner_text()
+    page.reload()
+    page.wait_for_selector("#duplicates li[data-duplicate='C-102'] .decision")
+    assert page.locator("#duplicates button[data-decision]").count() == 0
+
+    external = [url for url in page.requested if not url.startswith(worker.url)]
+    assert external == []
+    log = worker.log_file.read_text(errors="replace").lower()
+    assert "kowalsk" not in log and "lodz" not in log
+
+
 def get(url: str, headers: dict[str, str] | None = None) -> int:
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -283,7 +341,14 @@ def test_requests_without_the_token_are_refused_and_staff_sign_in_with_it(
 ) -> None:
     worker = merged_worker(broker, isolated, start_worker)
     bearer = {"Authorization": f"Bearer {TOKEN}"}
-    for path in ("/customers/C-1", "/links/email/ann.nowak@example.com/card", "/stats"):
+    for path in (
+        "/customers/C-1",
+        "/links/email/ann.nowak@example.com/card",
+        "/stats",
+        "/search?name=ann+nowak&city=krakow",
+        "/customers/C-1/duplicates",
+        "/people/blocks?key=d:19900401",
+    ):
         assert get(worker.url + path) == 401, path
         assert get(worker.url + path, {"Authorization": "Bearer wrong"}) == 401, path
         assert get(worker.url + path, bearer) == 200, path

@@ -1,4 +1,5 @@
-// The staff card page: search by any identifier, show one card, keep it live.
+// The staff card page: search by any identifier or by person, show one card (with its
+// possible duplicates and the staff's decisions on them), keep it live.
 // Plain JS, no build step, nothing loaded from elsewhere. Every value from a card is
 // put in the page as text (never as HTML): card data comes from outside systems.
 "use strict";
@@ -21,6 +22,7 @@
   const state = {
     profileId: null, card: null, source: null, retry: 1000, retryTimer: null,
     fetching: false, fetchAgain: false, shown: PAGE_SIZE, hidden: new Set(), changes: 0,
+    duplicates: [],
   };
   window.cardstream = state; // for tests and curious staff: what the page shows
 
@@ -106,10 +108,14 @@
     el.hidden = !text;
   }
 
-  async function api(path) {
-    const response = await fetch(BASE + path, {
-      headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store",
-    });
+  async function api(path, posted) { // GET, or POST `posted` as JSON
+    const options = { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" };
+    if (posted !== undefined) {
+      options.method = "POST";
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(posted);
+    }
+    const response = await fetch(BASE + path, options);
     if (response.status === 401) {
       location.href = BASE + "staff/login?next=" + encodeURIComponent(location.pathname + location.search);
       throw new Error("sign in needed");
@@ -152,6 +158,102 @@
     }
     message("No customer or link matches “" + query + "”.", "error");
     $("card").hidden = true;
+  }
+
+  // ------------------------------------------------------------------ search by person
+
+  const FIELD_LABELS = {
+    first_name: "first name", last_name: "last name", birth_date: "birth date", city: "city",
+    postcode: "postcode", street: "street", house_number: "house number", phone: "phone",
+  };
+
+  function percent(p) { return p === null || p === undefined ? "—" : Math.round(p * 100) + " %"; }
+
+  function evidenceList(evidence) { // the fields that were compared, each with its level
+    const known = (evidence || []).filter((e) => e.level !== "missing");
+    return h("ul", { class: "evidence" }, known.map((e) => h("li", {
+      class: "badge " + (e.weight > 0 ? "ok" : e.weight < 0 ? "warn" : "muted"),
+      "data-field": e.field, "data-level": e.level, title: "weight " + Number(e.weight).toFixed(1),
+    }, (FIELD_LABELS[e.field] || e.field) + ": " + e.level + (e.swapped ? " (swapped)" : ""))));
+  }
+
+  function birthDate(value) { return value && value.length === 8 ? value.slice(0, 4) + "-" + value.slice(4, 6) + "-" + value.slice(6) : value; }
+
+  function togglePeople(open) {
+    $("people").hidden = !open;
+    $("people-toggle").setAttribute("aria-expanded", String(open));
+    if (open) $("person-name").focus();
+  }
+
+  async function searchPeople() {
+    const params = new URLSearchParams();
+    for (const [name, id] of [["name", "person-name"], ["city", "person-city"], ["birth_date", "person-birth-date"], ["postcode", "person-postcode"]]) {
+      const value = $(id).value.trim();
+      if (value) params.set(name, value);
+    }
+    message("Searching…");
+    fill("people-results");
+    const { status, body } = await api("search?" + params.toString());
+    if (status !== 200) {
+      message(body && body.detail ? body.detail : "The worker answered " + status + ". Try again.", "error");
+      return;
+    }
+    const found = body.candidates || [];
+    message(found.length ? "" : "Nobody matches. Try fewer or other fields.", found.length ? "" : "error");
+    fill("people-results", found.map((c) => {
+      const p = c.person || {};
+      const name = [p.first_name, p.last_name].filter(Boolean).join(" ") || c.profile_id;
+      return h("li", { class: "candidate", "data-candidate": c.profile_id },
+        h("div", { class: "line" },
+          h("button", { type: "button", class: "link person-name", onclick: () => open(c.profile_id, true) }, name),
+          h("span", { class: "hint" }, " " + [c.profile_id, birthDate(p.birth_date), p.city, p.postcode].filter(Boolean).join(" · ")),
+          " ", badge(percent(c.probability), "segment")),
+        evidenceList(c.evidence));
+    }));
+  }
+
+  // ------------------------------------------------------------------ possible duplicates
+
+  const DECISIONS = { same_person: "Same person", not_same: "Not the same" };
+
+  async function loadDuplicates(profileId) {
+    const { status, body } = await api("profiles/" + enc(profileId) + "/duplicates");
+    if (profileId !== state.profileId) return null;
+    if (status !== 200) { fill("duplicates", none("Could not load the suggestions (" + status + ")")); return null; }
+    state.duplicates = body.duplicates || [];
+    renderDuplicates(profileId, state.duplicates);
+    return state.duplicates;
+  }
+
+  function renderDuplicates(profileId, entries) {
+    fill("duplicates", entries.length ? h("ul", { class: "plain duplicates" }, entries.map((d) => h("li", { class: "duplicate", "data-duplicate": d.other_profile_id },
+      h("div", { class: "line" },
+        h("button", { type: "button", class: "link", onclick: () => open(d.other_profile_id, true) }, d.other_profile_id),
+        d.probability !== null ? [" ", badge(percent(d.probability), "segment")] : null),
+      evidenceList(d.evidence),
+      d.decision
+        ? h("p", { class: "decision" }, badge(DECISIONS[d.decision] || d.decision, d.decision === "same_person" ? "ok" : "muted"),
+          h("span", { class: "hint" }, " by " + (d.decided_by || "?") + " · " + when(d.decided_at)))
+        : h("div", { class: "decide" },
+          h("button", { type: "button", "data-decision": "same_person", onclick: (event) => decide(profileId, d.other_profile_id, "same_person", event.target.parentNode) }, DECISIONS.same_person),
+          h("button", { type: "button", "data-decision": "not_same", onclick: (event) => decide(profileId, d.other_profile_id, "not_same", event.target.parentNode) }, DECISIONS.not_same)))))
+      : none("None suggested"));
+  }
+
+  async function decide(profileId, other, decision, where) {
+    for (const button of where.querySelectorAll("button")) button.disabled = true;
+    const { status, body } = await api("profiles/" + enc(profileId) + "/duplicates/" + enc(other), { decision });
+    if (status !== 202) {
+      message("The decision was not taken: " + (body && body.detail ? body.detail : "the worker answered " + status), "error");
+      for (const button of where.querySelectorAll("button")) button.disabled = false;
+      return;
+    }
+    where.replaceWith(h("p", { class: "decision pending" }, badge(DECISIONS[decision], "muted"), h("span", { class: "hint" }, " sent, being recorded…")));
+    for (let wait = 300; wait < 20000; wait *= 1.5) { // until the worker shows it
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      const entries = await loadDuplicates(profileId);
+      if (!entries || entries.some((d) => d.other_profile_id === other && d.decision === decision)) return;
+    }
   }
 
   // ------------------------------------------------------------------ one card, live
@@ -207,6 +309,7 @@
     state.card = body;
     render(body);
     if (before && before.version !== body.version) flash();
+    await loadDuplicates(profileId);
   }
 
   function followed(from, to) {
@@ -495,6 +598,11 @@
       event.preventDefault();
       const query = $("search-input").value.trim();
       if (query) search(query, $("search-kind").value);
+    });
+    $("people-toggle").addEventListener("click", () => togglePeople($("people").hidden));
+    $("person-search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      searchPeople().catch((e) => message("Search failed: " + e.message, "error"));
     });
     $("activity-more").addEventListener("click", () => {
       state.shown += PAGE_SIZE;
