@@ -1,7 +1,7 @@
 """Duplicate suggestions and name search on FEBRL: cardstream's people core beside Splink.
 
     python -m bench.duplicates [--dataset febrl4|febrl3|both] [--fields all|no-ids|both]
-                               [--threshold P] [--cap N]
+                               [--threshold P] [--cap N] [--pipeline em|default|both]
     python -m bench.duplicates --scale 1000000 [--cap N]
 
 For each dataset, twice: with every FEBRL field (soc_sec_id sent as `phone`,
@@ -18,7 +18,17 @@ address only (no identifier at all). Each time it runs
   then postcode); without identifiers, the soc_sec_id comparison, blocking and
   deterministic rules are left out;
 
-and prints precision / recall / F1 of both at the same probability threshold,
+* with `--pipeline`, a real worker on an embedded broker (`bench.people_pipeline`):
+  every record sent as an identify event (CustomerId = rec_id), the worker timed
+  until drained, every `suggested` record of `cdp.duplicate-suggestions` read
+  back; the worker's model is the one the core estimated by EM on the same
+  records (`em`, handed over as its model file; no labels), its default model
+  (`default`), or both, each its own run. Its best F1 only sees pairs at or above
+  the threshold (nothing else is published). Also printed: the feed's rate, how
+  long the worker took to drain, the suggestion records, internal ops and
+  messages per event;
+
+and prints precision / recall / F1 of each at the same probability threshold,
 the best F1 over all thresholds (for information: it uses the labels), then for
 the core: block sizes, candidates per record, the search hit rate (is each
 duplicate's original in the top 5 of a search by the duplicate's name and city?)
@@ -32,9 +42,8 @@ table reads: about 30 keys and at most 200 Persons per search). 1,000,000
 people take about 3 minutes and under 2 GB.
 
 A suggestion source is a function `Dataset -> Suggestions`; `run_core` is the
-in-process one. One that feeds the records as identify events through a worker
-and reads its suggestions topic can take its place, and a search function
-`(PersonQuery, exclude_id) -> ranked ids` the place of `CoreRun.search`.
+in-process one, `run_worker` the pipeline's. Search latency with the index in
+RocksDB at 1,000,000 profiles: `python -m bench.people_search`.
 Needs the `bench` extra: `pip install -e '.[dev,bench]'`.
 """
 
@@ -365,19 +374,41 @@ def _row(label: str, suggestions: Suggestions, dataset: Dataset, threshold: floa
     )
 
 
-def compare_on(name: str, with_ids: bool, threshold: float, cap: int) -> None:
-    """Print the comparison of the core and Splink on one dataset (see the module docstring)."""
+def run_worker(
+    dataset: Dataset, model: MatchModel | None, threshold: float, cap: int
+) -> Suggestions:
+    """The pairs a real worker on the embedded broker suggested (`bench.people_pipeline`)."""
+    from bench.people_pipeline import run_pipeline
+
+    probabilities, notes = run_pipeline(dataset, model, threshold, cap)
+    return Suggestions(probabilities, notes)
+
+
+def compare_on(
+    name: str, with_ids: bool, threshold: float, cap: int, pipeline: tuple[str, ...] = ()
+) -> None:
+    """Print the comparison of the core and Splink on one dataset (see the module docstring);
+    `pipeline` names the models ("em", "default") a real worker runs with as well."""
     dataset = load(name, with_ids)
     fields = "all fields (soc_sec_id as phone)" if with_ids else "names, birth date, address"
     kind = "link A-B" if dataset.link_only else "dedupe"
-    print(f"\n{name.upper()} ({kind}, {len(dataset.true_pairs)} true pairs), {fields}")
+    print(f"\n{name.upper()} ({kind}, {len(dataset.true_pairs)} true pairs), {fields}", flush=True)
     core, run = run_core(dataset, cap=cap)
+    workers = {
+        label: run_worker(dataset, run.model if label == "em" else None, threshold, cap)
+        for label in pipeline
+    }
     splink = run_splink(dataset, with_ids)
     print(f"  {'at p >= ' + str(threshold):<26} precision  recall      F1   best F1 (labels)")
     print(_row("cardstream core", core, dataset, threshold))
+    for label, worker in workers.items():
+        print(_row(f"cardstream worker, {label}", worker, dataset, threshold))
     print(_row(f"Splink {version('splink')}", splink, dataset, threshold))
     for note in core.notes:
         print(f"  core: {note}")
+    for label, worker in workers.items():
+        for note in worker.notes:
+            print(f"  worker ({label} model): {note}")
     print(f"  splink: {splink.notes[0]}")
     for line in search_hit_rate(run, dataset):
         print(f"  core: {line}")
@@ -468,6 +499,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--scale", type=int, default=0, metavar="N", help="instead: index N synthetic people"
     )
+    parser.add_argument(
+        "--pipeline",
+        choices=("em", "default", "both"),
+        help="also feed the records through a real worker on an embedded broker, with the"
+        " model the core estimated by EM (no labels) as its model file, its default model, or both",
+    )
     args = parser.parse_args(argv)
     if args.scale:
         scale_check(args.scale, args.cap)
@@ -476,7 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     variants = {"all": (True,), "no-ids": (False,), "both": (True, False)}[args.fields]
     for name in names:
         for with_ids in variants:
-            compare_on(name, with_ids, args.threshold, args.cap)
+            pipeline = {None: (), "both": ("em", "default")}.get(args.pipeline, (args.pipeline,))
+            compare_on(name, with_ids, args.threshold, args.cap, pipeline)
 
 
 if __name__ == "__main__":
