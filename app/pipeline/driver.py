@@ -50,6 +50,7 @@ from app.pipeline.people import (
     PeopleSettings,
     duplicates_batch,
     people_batch,
+    stored_block,
     stored_duplicates,
 )
 from app.pipeline.steps import (
@@ -157,6 +158,7 @@ class Driver:
                 self.card_settings,
                 self.now,
                 lambda: self.people.get(key),
+                self.people_settings.buckets,
             )
             profile = outcome.state
             self.profiles[key] = profile.head
@@ -169,15 +171,10 @@ class Driver:
             else:
                 self.cart_deadlines[key] = profile.cart_deadline
         elif role == Role.PEOPLE_OPS:
-            outcome = people_batch(
-                self.person_blocks.get(key), key, ops, self.people_settings, self.now
-            )
-            block = outcome.state
-            _put(
-                self.person_blocks,
-                key,
-                block if block is not None and (block.members or block.full) else None,
-            )
+            blocks = self.person_blocks
+            outcome = people_batch(blocks.get, key, ops, self.people_settings, self.now)
+            for block_key, block in outcome.state.items():
+                _put(blocks, block_key, stored_block(block))
         elif role == Role.DUPLICATE_OPS:
             outcome = duplicates_batch(self.duplicates.get(key), key, ops, self.people_settings)
             _put(self.duplicates, key, stored_duplicates(outcome.state))

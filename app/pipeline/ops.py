@@ -23,8 +23,8 @@ Which topic an op goes to, and under which key (docs/design.md §2):
 | LinkGained     | profile-ops  | profile id  | identity                |
 | LinkLost       | profile-ops  | profile id  | identity                |
 | CheckCart      | profile-ops  | profile id  | the cart timer (a deadline passed) |
-| IndexPerson    | people-ops   | blocking key | profile (its Person changed) |
-| UnindexPerson  | people-ops   | blocking key | profile (a key its Person lost) |
+| IndexPerson    | people-ops   | index bucket | profile (its Person changed) |
+| UnindexPerson  | people-ops   | index bucket | profile (keys its Person lost) |
 | NoteDuplicate  | duplicate-ops | profile id | people (a pair scored over the threshold), to both |
 | DecideDuplicate | duplicate-ops | profile id | staff (same person / not the same), to both |
 
@@ -155,17 +155,22 @@ class CheckCart:
 
 @dataclass(frozen=True, slots=True)
 class IndexPerson:
-    """Index `profile_id` under the message's blocking key as `person` (`Person.to_json()`)."""
+    """Index `profile_id` as `person` (`Person.to_json()`) under blocking keys `keys`, all of
+    the message's index bucket (`app.pipeline.steps.index_bucket`)."""
 
     kind: ClassVar[str] = "index_person"
     profile_id: str
     person: dict[str, str]
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class UnindexPerson:
+    """Take `profile_id` out of the blocks of `keys` (of the message's index bucket)."""
+
     kind: ClassVar[str] = "unindex_person"
     profile_id: str
+    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +281,8 @@ def _op_from(data: Any) -> Op:
         data["facts"] = tuple(data["facts"])
     elif cls is NoteDuplicate:
         data["evidence"] = tuple(tuple(item) for item in data["evidence"])
+    elif cls in (IndexPerson, UnindexPerson):
+        data["keys"] = tuple(data["keys"])
     return cls(**data)
 
 

@@ -6,19 +6,24 @@ Three steps, each over one key's state, pure like the others in `app.pipeline.st
   the card's attributes or contacts): when the profile's Person changed,
   `UnindexPerson` for each blocking key it lost and `IndexPerson` (with the new
   Person) for each key it kept or gained, on `people-ops`.
-* `people_batch` (people agent, keyed by blocking key, table `person-blocks`): puts or
-  drops the profile in the key's `IndexBlock`; a profile put with a new Person is
-  scored against every other member, and each pair whose probability reaches the
-  threshold goes to *both* profiles' duplicate lists (`NoteDuplicate` on
-  `duplicate-ops`). A full block scores nobody: its key is too common to tell.
+* `people_batch` (people agent, keyed by index bucket, table `person-blocks` keyed by
+  blocking key): puts or drops the profile in the `IndexBlock` of each key the op
+  names; a profile put with a new Person is
+  scored against the other members for which this key is the first they share
+  (`first_shared_key`: each pair is scored in one block, not in each of the ~10
+  both sit in), and each pair whose probability reaches the threshold goes to
+  *both* profiles' duplicate lists (`NoteDuplicate` on `duplicate-ops`). A full
+  block scores nobody: its key is too common to tell (a pair whose first shared
+  key is that common is not suggested; `KEY_KINDS` puts the rarest kinds first).
 * `duplicates_batch` (duplicates agent, keyed by profile id, table `duplicates`):
   keeps a profile's likely duplicates with their evidence, and staff decisions. A
   new suggestion, a changed probability and a decision are published on
   `cdp.duplicate-suggestions` by the side with the smaller profile id, so one
   record per event of the pair. A decided pair is never suggested again.
 
-A pair shares several keys, so it is scored in several blocks; the duplicate list
-keeps it once and publishes it once (same probability and evidence: no change).
+A pair is scored in one block only; were it scored twice (its first shared key
+changed between the two people's updates), the duplicate list keeps it once and
+publishes it once (same probability and evidence: no change).
 
 Bounds: a block holds at most `block_cap` people (`person_block_cap`), a profile at
 most `max_suggestions` undecided suggestions (the strongest) and `max_decisions`
@@ -28,9 +33,10 @@ Nothing here logs or publishes personal data: records carry ids, levels and weig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast, get_args
 
 import orjson
@@ -40,6 +46,7 @@ from app.domain.people import (
     IndexBlock,
     MatchModel,
     Person,
+    blocking_keys,
     drop_person,
     put_person,
     suggest_duplicates,
@@ -64,6 +71,7 @@ class PeopleSettings:
     model: MatchModel = DEFAULT_MODEL
     max_suggestions: int = 20
     max_decisions: int = 500
+    buckets: int = 4  # index buckets (`index_bucket`): the worker's partition count
 
 
 #: The settings' defaults (`Settings.people_settings` reads the worker's).
@@ -77,21 +85,28 @@ def _evidence(match_evidence: Sequence[Any]) -> tuple[EvidenceTuple, ...]:
     return tuple((e.field, e.level, round(e.weight, 3), e.swapped) for e in match_evidence)
 
 
-def _index_op(
-    block: IndexBlock | None, op: Op, settings: PeopleSettings, now: datetime
-) -> tuple[IndexBlock | None, list[Out]]:
-    if isinstance(op, UnindexPerson):
+def _index_one(
+    block: IndexBlock | None,
+    key: str,
+    op: IndexPerson | UnindexPerson,
+    settings: PeopleSettings,
+    person: Person | None,
+    at: str,
+) -> tuple[IndexBlock, list[Out]]:
+    """One block (of key `key`) takes the op in; the notes of the pairs it scored."""
+    if isinstance(op, UnindexPerson) or person is None:
         return drop_person(block, op.profile_id), []
-    if not isinstance(op, IndexPerson):
-        raise ValueError(f"the people agent does not handle {op.kind}")
-    person = Person.from_json(op.person)
     before = block.person(op.profile_id) if block is not None else None
     after = put_person(block, op.profile_id, person, settings.block_cap)
     if after.full or before == person:
         return after, []
-    others = [(pid, p) for pid, p in after.members if pid != op.profile_id]
+    mine = set(keys_of(person))
+    others = [
+        (pid, p)
+        for pid, p in after.members
+        if pid != op.profile_id and first_shared_key(mine, p) == key
+    ]
     outs: list[Out] = []
-    at = now.isoformat()
     for found in suggest_duplicates(person, others, settings.model, settings.threshold):
         probability = round(found.match.probability, 4)
         weight = round(found.match.weight, 3)
@@ -102,29 +117,68 @@ def _index_op(
     return after, outs
 
 
+#: Kinds of blocking keys, the most telling first: a pair is scored in the block of the
+#: first key the two share in this order (a birth date is shared by few, a first name
+#: in a city by many), so that a block is rarely full when its pair is scored there.
+KEY_KINDS = ("d", "ph", "ly", "fd", "nn", "pc", "nc", "lc", "fc")
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KEY_KINDS)}
+
+
+def _key_rank(key: str) -> tuple[int, str]:
+    return _KIND_RANK.get(key.partition(":")[0], len(KEY_KINDS)), key
+
+
+@lru_cache(maxsize=65_536)
+def keys_of(person: Person) -> tuple[str, ...]:
+    """`blocking_keys(person)`, remembered for the people met again and again in blocks."""
+    return tuple(blocking_keys(person))
+
+
+def first_shared_key(keys: set[str], other: Person) -> str | None:
+    """The key of `keys` that `other` shares and that ranks first (`KEY_KINDS`), or None.
+
+    A pair shares several keys, so several blocks hold both; only the block of this
+    key scores the pair, once, instead of every block that holds both.
+    """
+    shared = keys.intersection(keys_of(other))
+    return min(shared, key=_key_rank) if shared else None
+
+
 def stored_block(block: IndexBlock | None) -> IndexBlock | None:
     """What the table keeps of `block`: nothing for a block that holds nobody and is not full."""
     return block if block is not None and (block.members or block.full) else None
 
 
 def people_batch(
-    block: IndexBlock | None,
-    key: str,
+    load: Callable[[str], IndexBlock | None],
+    bucket: str,
     ops: Sequence[Op],
     settings: PeopleSettings,
     now: datetime,
-) -> Outcome[IndexBlock | None]:
-    """The block of blocking key `key` handles a batch of index ops, in order.
+) -> Outcome[dict[str, IndexBlock]]:
+    """The blocks of index bucket `bucket` handle a batch of index ops, in order.
 
-    The state is None while nobody was indexed under the key; an emptied block is
-    an `IndexBlock` without members (the agent deletes it).
+    Each op names the blocking keys (of this bucket) it is for; `load(key)` reads a
+    block as stored (None: nobody was indexed under it). The state is the blocks the
+    batch changed, by key; an emptied block holds no member (`stored_block`: the
+    agent deletes it).
     """
-    del key  # the block is the key's; the ops carry the profile ids
+    del bucket  # the ops name their keys; the bucket only routed them here
+    at = now.isoformat()
 
-    def step(held: IndexBlock | None, op: Op) -> tuple[IndexBlock | None, list[Out]]:
-        return _index_op(held, op, settings, now)
+    def step(held: dict[str, IndexBlock], op: Op) -> tuple[dict[str, IndexBlock], list[Out]]:
+        if not isinstance(op, IndexPerson | UnindexPerson):
+            raise ValueError(f"the people agent does not handle {op.kind}")
+        person = Person.from_json(op.person) if isinstance(op, IndexPerson) else None
+        changed = dict(held)  # an op that raises changes nothing
+        outs: list[Out] = []
+        for key in op.keys:
+            block = changed[key] if key in changed else load(key)
+            changed[key], notes = _index_one(block, key, op, settings, person, at)
+            outs.extend(notes)
+        return changed, outs
 
-    return fold_ops(step, block, ops)
+    return fold_ops(step, {}, ops)
 
 
 # ------------------------------------------------------------------ duplicate lists

@@ -17,6 +17,7 @@ no I/O, no clock (the caller passes `now`).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -647,6 +648,7 @@ def profile_batch(
     settings: CardSettings,
     now: datetime,
     stored_person: Callable[[], Person | None] = lambda: None,
+    index_buckets: int = 4,
 ) -> Outcome[Profile]:
     """Fold a batch of ops into one profile and publish its card once, if anything changed.
 
@@ -657,7 +659,7 @@ def profile_batch(
     `cart_abandoned` when one of the ops marked the cart abandoned (a mailer must
     hear of it), else `card_changed`. When the card's attributes or contacts changed,
     its Person is compared with `stored_person()` (read only then) and, if it
-    changed, the people index hears of it (`person_outs`).
+    changed, the people index hears of it (`person_outs`, in `index_buckets` buckets).
     """
     current = state or ProfileState(profile_id)
     changed: set[str] = set()
@@ -690,7 +692,7 @@ def profile_batch(
             card = cast(ProfileChangeRecord, change.message).card  # a dict, built by card_of
             person = card_person(cast(Mapping[str, Any], card))
             person_changed = person != before
-            outs.extend(person_outs(before, person, profile_id))
+            outs.extend(person_outs(before, person, profile_id, index_buckets))
         outs.append(change)
     deadline = cart_abandonment_at(current, settings)
     profile = Profile(current, identity, deadline, encoded, person, person_changed)
@@ -709,17 +711,43 @@ def card_person(card: Mapping[str, Any]) -> Person | None:
     return person_of(card.get("attributes") or {}, phone.get("value") or "")
 
 
-def person_outs(before: Person | None, after: Person | None, profile_id: str) -> list[Out]:
+def index_bucket(key: str, buckets: int) -> str:
+    """The index bucket of blocking key `key`: the people-ops message key of its ops.
+
+    A person has about 15 blocking keys; the ops for the keys of one bucket travel in
+    one message, so a changed Person costs at most `buckets` messages (the worker
+    uses its partition count), not one per key. A key's block lives in its bucket's
+    partition.
+    """
+    return f"b{zlib.crc32(key.encode()) % buckets}"
+
+
+def person_outs(
+    before: Person | None, after: Person | None, profile_id: str, buckets: int
+) -> list[Out]:
     """The people index's ops for a profile whose Person went from `before` to `after`:
-    `UnindexPerson` under each key it lost, `IndexPerson` (the new Person) under each it
-    kept or gained; none when equal."""
+    per index bucket, `UnindexPerson` for the keys it lost, then `IndexPerson` (the new
+    Person) for those it kept or gained; none when equal."""
     if before == after:
         return []
     old = blocking_keys(before) if before is not None else []
     new = blocking_keys(after) if after is not None else []
     kept = set(new)
-    outs = [Out(Role.PEOPLE_OPS, key, UnindexPerson(profile_id)) for key in old if key not in kept]
+    lost: dict[str, list[str]] = {}
+    for key in old:
+        if key not in kept:
+            lost.setdefault(index_bucket(key, buckets), []).append(key)
+    outs = [
+        Out(Role.PEOPLE_OPS, bucket, UnindexPerson(profile_id, tuple(keys)))
+        for bucket, keys in lost.items()
+    ]
     if after is not None:
         person = after.to_json()
-        outs.extend(Out(Role.PEOPLE_OPS, key, IndexPerson(profile_id, person)) for key in new)
+        gained: dict[str, list[str]] = {}
+        for key in new:
+            gained.setdefault(index_bucket(key, buckets), []).append(key)
+        outs.extend(
+            Out(Role.PEOPLE_OPS, bucket, IndexPerson(profile_id, person, tuple(keys)))
+            for bucket, keys in gained.items()
+        )
     return outs

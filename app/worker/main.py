@@ -99,7 +99,10 @@ def create_app(settings: Settings) -> faust.App:
     tables = Tables.declare(app, topics)
     stats = WorkerStats()
     watch = CardWatch()  # card changes -> open staff pages
-    fold_profile = profiles.register(app, channels, tables, settings, stats, watch)
+    people_settings = settings.people_settings(buckets=topics.partitions)
+    fold_profile = profiles.register(
+        app, channels, tables, settings, stats, watch, people_settings.buckets
+    )
     shared = {topics.identify.partitions, topics.events.partitions} == {topics.partitions}
     intake.register(
         app,
@@ -110,9 +113,9 @@ def create_app(settings: Settings) -> faust.App:
         topics.partitions if shared else None,  # co-partitioned inputs only
     )
     identity.register(app, channels, tables, settings, stats)
-    people.register(app, channels, tables, settings, stats)
+    people.register(app, channels, tables, settings, stats, people_settings)
     routes.register(app, settings, tables, stats)
-    people_web.register(app, settings, tables, channels, stats)
+    people_web.register(app, settings, tables, channels, stats, people_settings)
     staff.register(app, tables, watch, credentials)
     log_refusals_without_content(cast(AiohttpWeb, app.web))  # no path or header in the log
     return app

@@ -274,14 +274,18 @@ class Settings(BaseSettings):
             rfm=RfmThresholds(self.rfm_recency_days, self.rfm_frequency, self.rfm_monetary),
         )
 
-    def people_settings(self) -> PeopleSettings:
-        """The people index's settings (issue 15); raises InvalidSettings for a model file
-        that cannot be read."""
+    def people_settings(self, buckets: int = 4) -> PeopleSettings:
+        """The people index's settings (issue 15), in `buckets` index buckets (the internal
+        topics' partition count); raises InvalidSettings for a model file that cannot be
+        read."""
         model = DEFAULT_MODEL
         if self.people_model_file is not None:
             model = _match_model(self.people_model_file)
         return PeopleSettings(
-            block_cap=self.person_block_cap, threshold=self.duplicate_threshold, model=model
+            block_cap=self.person_block_cap,
+            threshold=self.duplicate_threshold,
+            model=model,
+            buckets=buckets,
         )
 
     def people_model(self) -> MatchModel:

@@ -36,7 +36,7 @@ from app.pipeline.people import (
     people_batch,
     stored_block,
 )
-from app.pipeline.steps import card_person, person_outs
+from app.pipeline.steps import card_person, index_bucket, person_outs
 from app.pipeline.topics import Role
 from tests.fixtures.factories import as_json, make_identify
 
@@ -47,8 +47,14 @@ PIOTR = Person("piotr", "zielinski", "19750612", "gdansk", "80001")
 SETTINGS = PeopleSettings(block_cap=5)
 
 
-def index(profile_id: str, person: Person) -> IndexPerson:
-    return IndexPerson(profile_id, person.to_json())
+def index(profile_id: str, person: Person, key: str = "d:19900304") -> IndexPerson:
+    return IndexPerson(profile_id, person.to_json(), (key,))
+
+
+def one_block(block: IndexBlock | None, key: str, ops: list[Any]) -> Any:
+    """`people_batch` on the block of one key: (that block after, the outcome)."""
+    done = people_batch(lambda _: block, index_bucket(key, 4), ops, SETTINGS, NOW)
+    return done.state.get(key, block), done
 
 
 def notes(outs: list[Any]) -> list[tuple[str, str]]:
@@ -61,14 +67,18 @@ def notes(outs: list[Any]) -> list[tuple[str, str]]:
 
 def test_a_changed_person_leaves_the_keys_it_lost_and_is_put_under_the_others() -> None:
     moved = Person("anna", "kowalska", "19900304", "warszawa", "00950")
-    outs = person_outs(ANNA, moved, "C-1")
+    outs = person_outs(ANNA, moved, "C-1", 4)
     lost = set(blocking_keys(ANNA)) - set(blocking_keys(moved))
-    assert lost and {o.key for o in outs if isinstance(o.message, UnindexPerson)} == lost
-    assert [o.key for o in outs if isinstance(o.message, IndexPerson)] == blocking_keys(moved)
-    assert {o.role for o in outs} == {Role.PEOPLE_OPS}
-    assert person_outs(ANNA, ANNA, "C-1") == []
-    gone = person_outs(ANNA, None, "C-1")
-    assert {o.key for o in gone} == set(blocking_keys(ANNA))
+    dropped = [k for o in outs if isinstance(o.message, UnindexPerson) for k in o.message.keys]
+    put = [k for o in outs if isinstance(o.message, IndexPerson) for k in o.message.keys]
+    assert lost and set(dropped) == lost and sorted(put) == sorted(blocking_keys(moved))
+    # one message per index bucket, not per key; each key in its own bucket
+    assert {o.role for o in outs} == {Role.PEOPLE_OPS} and len(outs) <= 2 * 4
+    for out in outs:
+        assert {index_bucket(k, 4) for k in out.message.keys} == {out.key}
+    assert person_outs(ANNA, ANNA, "C-1", 4) == []
+    gone = person_outs(ANNA, None, "C-1", 4)
+    assert {k for o in gone for k in o.message.keys} == set(blocking_keys(ANNA))
 
 
 def test_the_card_gives_the_person_and_its_phone_when_the_attributes_have_none() -> None:
@@ -81,32 +91,54 @@ def test_the_card_gives_the_person_and_its_phone_when_the_attributes_have_none()
 
 
 def test_a_block_scores_a_newcomer_against_its_members_and_tells_both() -> None:
-    done = people_batch(None, "d:19900304", [index("C-1", ANNA)], SETTINGS, NOW)
+    block, done = one_block(None, "d:19900304", [index("C-1", ANNA)])
     assert done.outs == []
-    done = people_batch(done.state, "d:19900304", [index("C-2", ANA)], SETTINGS, NOW)
+    block, done = one_block(block, "d:19900304", [index("C-2", ANA)])
     assert sorted(notes(done.outs)) == [("C-1", "C-2"), ("C-2", "C-1")]
     assert all(o.role == Role.DUPLICATE_OPS for o in done.outs)
     # the same person indexed again (a repeated op) is not scored again
-    again = people_batch(done.state, "d:19900304", [index("C-2", ANA)], SETTINGS, NOW)
-    assert again.outs == [] and again.state == done.state
+    again_block, again = one_block(block, "d:19900304", [index("C-2", ANA)])
+    assert again.outs == [] and again_block == block
     # someone else scores below the threshold: nobody is told
-    other = people_batch(done.state, "d:19900304", [index("C-3", PIOTR)], SETTINGS, NOW)
+    _, other = one_block(block, "d:19900304", [index("C-3", PIOTR)])
     assert notes(other.outs) == []
 
 
+def test_a_pair_is_scored_only_in_the_block_of_the_first_key_they_share() -> None:
+    shared = sorted(set(blocking_keys(ANNA)) & set(blocking_keys(ANA)))
+    assert len(shared) > 3  # the pair sits in several blocks
+    told = []
+    for key in shared:
+        block, _ = one_block(None, key, [index("C-1", ANNA, key)])
+        _, done = one_block(block, key, [index("C-2", ANA, key)])
+        if notes(done.outs):
+            told.append(key)
+    assert told == ["d:19900304"]  # a birth date ranks first (KEY_KINDS)
+
+
+def test_one_op_puts_a_person_in_every_block_it_names() -> None:
+    keys = ("d:19900304", "ly:KWLS:1990")
+    done = people_batch(
+        lambda _: None, "b0", [IndexPerson("C-1", ANNA.to_json(), keys)], SETTINGS, NOW
+    )
+    assert sorted(done.state) == sorted(keys)
+    assert all(block.person("C-1") == ANNA for block in done.state.values())
+
+
 def test_a_block_past_its_cap_is_full_scores_nobody_and_stays_bounded() -> None:
+    key = "lc:KWLS:lodz"
     block = None
     for n in range(SETTINGS.block_cap):
-        block = people_batch(block, "lc:KWLS:lodz", [index(f"C-{n}", ANNA)], SETTINGS, NOW).state
+        block, _ = one_block(block, key, [index(f"C-{n}", ANNA, key)])
     assert block is not None and len(block.members) == SETTINGS.block_cap
-    full = people_batch(block, "lc:KWLS:lodz", [index("C-x", ANA)], SETTINGS, NOW)
-    assert full.state == IndexBlock(full=True) and full.outs == []
-    assert people_batch(full.state, "k", [UnindexPerson("C-1")], SETTINGS, NOW).state.full
+    full, done = one_block(block, key, [index("C-x", ANA, key)])
+    assert full == IndexBlock(full=True) and done.outs == []
+    assert one_block(full, key, [UnindexPerson("C-1", (key,))])[0].full
 
 
 def test_an_unindexed_profile_leaves_the_block_and_an_empty_block_is_not_stored() -> None:
-    block = people_batch(None, "k", [index("C-1", ANNA)], SETTINGS, NOW).state
-    emptied = people_batch(block, "k", [UnindexPerson("C-1")], SETTINGS, NOW).state
+    block, _ = one_block(None, "k", [index("C-1", ANNA, "k")])
+    emptied, _ = one_block(block, "k", [UnindexPerson("C-1", ("k",))])
     assert emptied is not None and emptied.members == ()
     assert stored_block(emptied) is None
     assert IndexBlock.from_json(block.to_json()) == block
@@ -176,7 +208,7 @@ def test_a_profile_keeps_its_strongest_suggestions_and_its_newest_decisions() ->
 
 
 def test_ops_of_the_people_index_travel_as_json() -> None:
-    ops = [index("C-1", ANNA), UnindexPerson("C-1"), note("C-2")]
+    ops = [index("C-1", ANNA), UnindexPerson("C-1", ("d:19900304",)), note("C-2")]
     ops.append(DecideDuplicate("C-2", "same_person", "staff", "t"))
     assert decode_ops(encode_ops(ops)) == ops
 
@@ -321,3 +353,10 @@ def test_a_rebuild_carries_each_pairs_last_decision() -> None:
     latest = latest_decisions(records)
     assert list(latest) == [("C-1", "C-2")]
     assert latest[("C-1", "C-2")]["decision"] == "not_same"
+
+
+def test_a_block_stores_each_persons_fields_in_order() -> None:
+    whole = Person("a", "b", "19900101", "c", "d", "e", "f", "600100200")
+    assert Person(*whole.values()) == whole
+    block = IndexBlock((("C-1", whole), ("C-2", ANNA)))
+    assert IndexBlock.from_json(block.to_json()) == block

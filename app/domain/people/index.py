@@ -50,10 +50,11 @@ class IndexBlock:
         return None
 
     def to_json(self) -> bytes:
-        """The table value: `{"m": [[id, person], ...]}` or `{"full": true}`."""
+        """The table value: `{"v": 1, "m": [[id, field, ...], ...]}` (a Person's fields in
+        their order, so that a block of a hundred people decodes fast), or `{"full": true}`."""
         if self.full:
             return orjson.dumps({"full": True})
-        return orjson.dumps({"m": [[pid, person.to_json()] for pid, person in self.members]})
+        return orjson.dumps({"v": 1, "m": [[pid, *p.values()] for pid, p in self.members]})
 
     @classmethod
     def from_json(cls, raw: bytes) -> IndexBlock:
@@ -61,7 +62,7 @@ class IndexBlock:
         data = orjson.loads(raw)
         if data.get("full"):
             return cls(full=True)
-        return cls(tuple((pid, Person.from_json(person)) for pid, person in data["m"]))
+        return cls(tuple((row[0], Person(*row[1:])) for row in data["m"]))
 
 
 def put_person(block: IndexBlock | None, profile_id: str, person: Person, cap: int) -> IndexBlock:

@@ -117,6 +117,19 @@ class Person:
     house_number: str = ""
     phone: str = ""
 
+    def values(self) -> tuple[str, ...]:
+        """The fields in their order (`Person(*person.values()) == person`)."""
+        return (
+            self.first_name,
+            self.last_name,
+            self.birth_date,
+            self.city,
+            self.postcode,
+            self.street,
+            self.house_number,
+            self.phone,
+        )
+
     def to_json(self) -> dict[str, str]:
         """The known fields as a JSON object (what a worker stores per profile)."""
         return {k: v for k, v in asdict(self).items() if v}

@@ -1,4 +1,4 @@
-"""The people agent (keyed by blocking key) and the duplicates agent (keyed by profile id).
+"""The people agent (keyed by index bucket) and the duplicates agent (keyed by profile id).
 
 Three-line agents over the pure steps of `app.pipeline.people`: per key, load the
 state once, fold the key's ops with `people_batch` / `duplicates_batch`, store the
@@ -14,6 +14,7 @@ import faust
 
 from app.pipeline.ops import Op
 from app.pipeline.people import (
+    PeopleSettings,
     duplicates_batch,
     people_batch,
     stored_block,
@@ -27,16 +28,21 @@ from app.worker.settings import Settings
 
 
 def register(
-    app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: WorkerStats
+    app: faust.App,
+    channels: Channels,
+    tables: Tables,
+    settings: Settings,
+    stats: WorkerStats,
+    people: PeopleSettings,
 ) -> None:
-    """Register the people and duplicates agents on `app`."""
-    people = settings.people_settings()
+    """Register the people and duplicates agents on `app` (`people`: their settings, with
+    the index buckets the profile agent sends in)."""
 
-    def fold_block(key: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
-        before = tables.person_blocks.get(key)
-        done = people_batch(before, key, ops, people, settings.now())
-        if done.state is not None and done.state != before:
-            tables.person_blocks.put(key, stored_block(done.state))
+    def fold_bucket(bucket: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
+        blocks = tables.person_blocks
+        done = people_batch(blocks.get, bucket, ops, people, settings.now())
+        for key, block in done.state.items():
+            blocks.put(key, stored_block(block))  # writes only a block whose bytes changed
         return done.outs, done.failed
 
     def fold_duplicates(profile_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
@@ -48,7 +54,7 @@ def register(
 
     @app.agent(channels.people_ops, name="people")
     async def people_index(stream: faust.StreamT[bytes]) -> None:
-        await fold_batches(stream, settings, channels, stats.agents, "people", fold_block)
+        await fold_batches(stream, settings, channels, stats.agents, "people", fold_bucket)
 
     @app.agent(channels.duplicate_ops, name="duplicates")
     async def duplicates(stream: faust.StreamT[bytes]) -> None:

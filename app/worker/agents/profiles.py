@@ -43,8 +43,10 @@ def register(
     settings: Settings,
     stats: WorkerStats,
     watch: CardWatch | None = None,
+    index_buckets: int = 4,
 ) -> GroupFold:
-    """Register the profile agent and the cart timer on `app`; `watch` hears card changes.
+    """Register the profile agent and the cart timer on `app`; `watch` hears card changes;
+    a changed Person goes to the people index in `index_buckets` buckets.
 
     Returns the fold of one profile's ops (tables read and written inside), which the
     intake agent also uses for events it can fold in place.
@@ -77,6 +79,7 @@ def register(
             card_settings,
             settings.now(),
             lambda: tables.people.get(profile_id),
+            index_buckets,
         )
         after = outcome.state
         if after.stored_head is not None:

@@ -3,9 +3,10 @@
 * `GET /search?name=&city=&birth_date=&postcode=&limit=`: ranked candidates with the
   evidence of each field. At least two fields (else 400, `search_keys`' message). The
   blocks of the query's blocking keys are read where they live: those this worker holds
-  from its table `person_blocks`, the others from their owners, one request per owner
-  (`GET /people/blocks?key=…`). The people sharing most keys with the query (at most
-  `search_candidates`) are scored, the best `limit` (default `search_results`) answered.
+  from its table `person_blocks`, the others from the owners of their index buckets
+  (`app.pipeline.steps.index_bucket`), one request per owner (`GET /people/blocks?key=…`).
+  The people sharing most keys with the query (at most `search_candidates`) are
+  scored, the best `limit` (default `search_results`) answered.
 * `GET /people/blocks?key=…&key=…`: the blocks this worker holds of those keys (an
   internal route: what a search on another worker asks for).
 * `GET /profiles/{id}/duplicates`, `GET /customers/{id}/duplicates`: the profile's
@@ -37,7 +38,8 @@ from yarl import URL
 
 from app.domain.people import Match, PersonQuery, query_person, rank_candidates, search_keys
 from app.domain.people.index import IndexBlock, candidates_of
-from app.pipeline.people import decision_outs
+from app.pipeline.people import PeopleSettings, decision_outs
+from app.pipeline.steps import index_bucket
 from app.worker.agents.outbox import send_outs
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables, TypedTable
@@ -84,12 +86,18 @@ async def decision_in(web_view: View, request: web.Request) -> str | Response:
 
 
 def register(
-    app: faust.App, settings: Settings, tables: Tables, channels: Channels, stats: WorkerStats
+    app: faust.App,
+    settings: Settings,
+    tables: Tables,
+    channels: Channels,
+    stats: WorkerStats,
+    people: PeopleSettings,
 ) -> None:
-    """Register the search and duplicate routes on `app`'s web server."""
+    """Register the search and duplicate routes on `app`'s web server (`people`: the people
+    index's settings, with its buckets: a blocking key's block lives with its bucket)."""
     owners = Owners(app, settings)
     blocks_table = tables.person_blocks
-    model = settings.people_model()
+    model = people.model
 
     def owner_of(table: TypedTable[Any], key: str) -> URL | None:
         """The worker holding `key` (None: this one); raises OwnerUnavailable if nobody."""
@@ -113,7 +121,7 @@ def register(
         by_owner: dict[URL, list[str]] = defaultdict(list)
         found: list[IndexBlock | None] = []
         for key in keys:
-            owner = owner_of(blocks_table, key)
+            owner = owner_of(blocks_table, index_bucket(key, people.buckets))
             if owner is None:
                 found.append(blocks_table.get(key))
             else:
