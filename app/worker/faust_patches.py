@@ -33,6 +33,11 @@ Replaced or wrapped (process-wide, once per worker):
 7. `set_fetch_max_wait` swaps the aiokafka consumer class Faust's driver builds, for
    one with the chosen `fetch_max_wait_ms` (Faust hard-codes 1500 ms:
    robinhood/faust#281, never merged).
+8. `stage_table_writes` makes `Table` hold the writes of an agent's batch
+   (`StagedBatch`) until the messages that batch sent are delivered: a SIGKILL can
+   no longer leave a state that says "done" behind messages that never left
+   (no upstream issue found; Faust writes RocksDB at once and sends later, and its
+   at-least-once replay then finds the work done and sends nothing).
 
 Subclassed: `Worker` (Faust's root logger left at DEBUG). Read, because Faust offers
 no public way: the current event of a stream (`set_current_event`), the RocksDB
@@ -106,10 +111,13 @@ so those records are read again once it is resumed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import itertools
 import logging
 import time
 import weakref
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Awaitable, Iterator, MutableMapping
 from importlib import metadata
 from typing import Any
 
@@ -120,6 +128,7 @@ from faust.assignor import copartitioned_assignor, partition_assignor
 from faust.assignor.client_assignment import CopartitionedAssignment
 from faust.streams import _current_event, current_event
 from faust.tables.recovery import Recovery
+from faust.tables.table import Table
 from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -375,15 +384,37 @@ def drain_producer_buffer_fully(app: faust.App) -> None:
     events whose table changelog writes were never sent get committed, and those
     writes are lost on a restart (seen here: a folded receipt missing after a
     graceful stop). Loop until the buffer is empty, bounded by a deadline.
+
+    Empty is not enough: the buffer's sender takes a record off the queue, then
+    awaits aiokafka (metadata, room in a batch) before the record is in aiokafka's
+    accumulator, which the producer's flush then waits for. A flush in that moment
+    saw an empty buffer and an accumulator without the record, and the offsets were
+    committed before the record was sent (under load: a changelog write lost by a
+    SIGKILL, its events never read again). So the flush also waits for the record
+    being handed on.
     """
     buffer = app.producer.buffer
     flush_some = buffer.flush_atmost
+    faust_buffer: Any = buffer  # Faust's ProducerBuffer: `_send_pending` is not on the interface
+    send_pending = faust_buffer._send_pending
+    handing_on = [0]  # records taken off the queue, not yet in aiokafka's accumulator
+
+    async def send_counted(fut: Any) -> None:
+        handing_on[0] += 1
+        try:
+            await send_pending(fut)
+        finally:
+            handing_on[0] -= 1
 
     async def flush_all() -> None:
         deadline = time.monotonic() + FLUSH_DEADLINE_SECONDS
-        while buffer.size and time.monotonic() < deadline:
-            await flush_some(None)  # type: ignore[arg-type]  # None: no limit (Faust types it int)
+        while (buffer.size or handing_on[0]) and time.monotonic() < deadline:
+            if buffer.size:
+                await flush_some(None)  # type: ignore[arg-type]  # None: no limit (Faust: int)
+            else:
+                await asyncio.sleep(0.001)
 
+    faust_buffer._send_pending = send_counted  # before the buffer's sender task starts
     buffer.flush = flush_all  # type: ignore[method-assign]
 
 
@@ -408,9 +439,280 @@ def set_fetch_max_wait(milliseconds: int) -> None:
     aiokafka_driver.aiokafka.AIOKafkaConsumer = Consumer
 
 
+# --------------------------------------------------------------------------- 8. staged writes
+
+#: A staged deletion.
+_DELETED: Any = object()
+#: Not staged: read the table.
+_NOT_STAGED: Any = object()
+
+_FAUST_GETITEM = Table.__getitem__
+_FAUST_SETITEM = Table.__setitem__
+_FAUST_DELITEM = Table.__delitem__
+_FAUST_CONTAINS = Table.__contains__
+
+_batch: contextvars.ContextVar[StagedBatch | None] = contextvars.ContextVar(
+    "cardstream_staged_batch", default=None
+)
+_sequence = itertools.count()
+
+
+class UndeliveredBatch(RuntimeError):
+    """A batch whose messages may not all have been delivered: its writes are not made."""
+
+
+def _raw(key: Any) -> Any:
+    """A table key as stored (Faust's raw key serializer writes text as UTF-8)."""
+    return key.encode() if isinstance(key, str) else key
+
+
+class StagedBatch:
+    """The table writes of one agent batch, held until the messages it sent are delivered.
+
+    Faust writes a table key to RocksDB at once and queues its changelog record;
+    the messages an agent sends are delivered later. A worker SIGKILLed in between
+    restarts on a state that already holds the batch (RocksDB survives, and the
+    changelog record may have left) while the batch's messages are lost; the batch's
+    records, not committed, come again, and the idempotent steps find the work done
+    and send nothing: a link claimed with no LinkGained nor ReleaseFacts, facts taken
+    from a profile with no ReturnFacts (seen here: receipts stranded on
+    `~loyalty_card:...`). So inside a batch (`staged()`), `Table` writes go to a
+    staging area that every batch's reads see; `finish()` waits until the batch's
+    messages (`note_sent`) are delivered, then makes its writes for real (RocksDB and
+    changelog), in the order they were staged, before the batch's records are acked.
+    A crash before that leaves the state as it was: the records come again and their
+    messages are sent again (duplicates, which the steps are idempotent to).
+
+    A batch that read or overwrote another's staged value depends on it: its writes are
+    made only once that one's messages are delivered too, together with its writes
+    (a write built on another batch's state must not reach RocksDB before the other's
+    messages left).
+    """
+
+    #: Latest staged value of each (table, raw key): (batch, sequence, partition event, value).
+    latest: dict[tuple[Table, Any], tuple[StagedBatch, int, Any, Any]] = {}
+    #: The raw keys staged in each (table, partition) (some perhaps written since).
+    in_partition: dict[tuple[Table, int], set[Any]] = {}
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, Table, Any, Any, Any]] = []  # seq, table, key, event, value
+        self.sent: list[Awaitable[Any]] = []
+        self.depends_on: set[StagedBatch] = set()
+        self.delivered = asyncio.Event()
+        self.failed = False
+        self.applied = False
+
+    def note(self, entry: tuple[StagedBatch, int, Any, Any] | None) -> None:
+        """`entry` (another batch's staged value) was read or overwritten by this batch."""
+        if entry is not None and entry[0] is not self and not entry[0].applied:
+            self.depends_on.add(entry[0])
+
+    def stage(self, table: Table, key: Any, value: Any) -> None:
+        where = (table, _raw(key))
+        self.note(StagedBatch.latest.get(where))
+        seq = next(_sequence)
+        event = current_event()
+        self.writes.append((seq, table, key, event, value))
+        StagedBatch.latest[where] = (self, seq, event, value)
+        if event is not None:
+            StagedBatch.in_partition.setdefault((table, event.message.partition), set()).add(
+                where[1]
+            )
+
+    def read(self, table: Table, key: Any) -> Any:
+        entry = StagedBatch.latest.get((table, _raw(key)))
+        if entry is None:
+            return _NOT_STAGED
+        self.note(entry)
+        return entry[3]
+
+    def staged_in_partition(self, table: Table, partition: int) -> dict[bytes, Any]:
+        """This table's staged values in `partition` (raw keys; `_DELETED` for a deletion)."""
+        keys = StagedBatch.in_partition.get((table, partition))
+        if not keys:
+            return {}
+        found = {}
+        for key in list(keys):
+            entry = StagedBatch.latest.get((table, key))
+            if entry is None:  # written since
+                keys.discard(key)
+                continue
+            self.note(entry)
+            found[key] = entry[3]
+        return found
+
+    def note_sent(self, delivery: Awaitable[Any]) -> None:
+        """A message this batch sent: `delivery` resolves once the broker has it."""
+        self.sent.append(delivery)
+
+    def _closure(self) -> list[StagedBatch]:
+        seen: dict[StagedBatch, None] = {}
+        todo = [self]
+        while todo:
+            batch = todo.pop()
+            if batch in seen or batch.applied:
+                continue
+            seen[batch] = None
+            todo.extend(batch.depends_on)
+        return list(seen)
+
+    async def finish(self) -> None:
+        """Wait for this batch's messages (and those of the batches it depends on), then make
+        the writes of all of them not made yet. Raises UndeliveredBatch (no write made) when
+        a send failed or a batch it depends on was abandoned."""
+        if not self.writes and not self.depends_on:  # nothing to hold back: the commit waits
+            self.applied = True  # for the producer (`Consumer._commit_offsets`)
+            self.delivered.set()
+            return
+        try:
+            if self.sent:
+                await asyncio.gather(*self.sent)
+        except BaseException:
+            self.abandon()
+            raise
+        self.delivered.set()
+        while True:
+            group = self._closure()
+            waiting = [b for b in group if not b.delivered.is_set()]
+            if not waiting:
+                break
+            await asyncio.wait([asyncio.ensure_future(b.delivered.wait()) for b in waiting])
+        if any(b.failed for b in group):
+            self.abandon()
+            raise UndeliveredBatch("a batch this one read from was not delivered")
+        self._apply(group)
+
+    def abandon(self) -> None:
+        """The batch will not finish: batches that depend on it do not make their writes."""
+        self.failed = True
+        self.delivered.set()
+        for _, table, key, _, _ in self.writes:
+            where = (table, _raw(key))
+            if (entry := StagedBatch.latest.get(where)) is not None and entry[0] is self:
+                del StagedBatch.latest[where]
+
+    @staticmethod
+    def _apply(group: list[StagedBatch]) -> None:
+        before = _current_event.get(None)
+        try:
+            writes = sorted((w for b in group for w in b.writes), key=lambda w: w[0])
+            last = {(w[1], _raw(w[2])): w for w in writes}  # each key's last value only
+            for seq, table, key, event, value in sorted(last.values(), key=lambda w: w[0]):
+                # the partition the write was made for
+                _current_event.set(weakref.ref(event) if event is not None else None)
+                if value is _DELETED:
+                    _FAUST_DELITEM(table, key)
+                else:
+                    _FAUST_SETITEM(table, key, value)
+                where = (table, _raw(key))
+                if (entry := StagedBatch.latest.get(where)) is not None and entry[1] == seq:
+                    del StagedBatch.latest[where]
+        finally:
+            _current_event.set(before)
+        for batch in group:
+            batch.applied = True
+            batch.writes, batch.sent, batch.depends_on = [], [], set()
+
+
+def staged_batch() -> StagedBatch | None:
+    """The batch being folded in this task, if any."""
+    return _batch.get()
+
+
+def begin_batch() -> tuple[StagedBatch, contextvars.Token[StagedBatch | None]]:
+    """Stage this task's table writes from now on (until `end_batch`)."""
+    batch = StagedBatch()
+    return batch, _batch.set(batch)
+
+
+def end_batch(token: contextvars.Token[StagedBatch | None]) -> None:
+    """Table writes of this task go straight to the tables again."""
+    # an abandoned batch's generator closed from another task: nothing to reset there
+    with contextlib.suppress(ValueError):
+        _batch.reset(token)
+
+
+def _getitem(self: Table, key: Any) -> Any:
+    batch = _batch.get()
+    value = _NOT_STAGED if batch is None else batch.read(self, key)
+    if value is _NOT_STAGED:
+        return _FAUST_GETITEM(self, key)
+    if value is _DELETED:
+        return self.__missing__(key)
+    return value
+
+
+def _contains(self: Table, key: Any) -> bool:
+    batch = _batch.get()
+    value = _NOT_STAGED if batch is None else batch.read(self, key)
+    if value is _NOT_STAGED:
+        return bool(_FAUST_CONTAINS(self, key))
+    return value is not _DELETED
+
+
+def _setitem(self: Table, key: Any, value: Any) -> None:
+    batch = _batch.get()
+    if batch is None:
+        _FAUST_SETITEM(self, key, value)
+    else:
+        batch.stage(self, key, value)
+
+
+def _delitem(self: Table, key: Any) -> None:
+    batch = _batch.get()
+    if batch is None:
+        _FAUST_DELITEM(self, key)
+    else:
+        batch.stage(self, key, _DELETED)
+
+
+def stage_table_writes() -> None:
+    """Patch 8: inside a batch (`begin_batch`), `Table` reads see the staged writes of every
+    batch and writes are staged (`StagedBatch` says why); elsewhere Faust's own."""
+    Table.__getitem__ = _getitem  # type: ignore[method-assign,assignment]
+    Table.__contains__ = _contains  # type: ignore[method-assign,assignment]
+    Table.__setitem__ = _setitem  # type: ignore[method-assign,assignment]
+    Table.__delitem__ = _delitem  # type: ignore[method-assign,assignment]
+
+
+class StagedView:
+    """A RocksDB partition database seen through a batch's staged writes (`items` only)."""
+
+    def __init__(self, db: Any, staged: dict[bytes, Any]) -> None:
+        self.db = db
+        self.staged = staged
+
+    def items(self, backwards: bool = False, from_key: bytes | None = None) -> Iterator[Any]:
+        """rocksdict's `items`: from `from_key` on (`backwards`: down from it), staged values
+        in place of stored ones, staged deletions left out."""
+        keys = sorted(
+            (
+                k
+                for k in self.staged
+                if from_key is None or (k <= from_key if backwards else k >= from_key)
+            ),
+            reverse=backwards,
+        )
+        before = (lambda a, b: a > b) if backwards else (lambda a, b: a < b)
+        stored = iter(self.db.items(backwards=backwards, from_key=from_key))
+        row = next(stored, None)
+        for key in keys:
+            while row is not None and before(row[0], key):
+                yield row
+                row = next(stored, None)
+            if row is not None and row[0] == key:
+                row = next(stored, None)
+            if self.staged[key] is not _DELETED:
+                yield key, self.staged[key]
+        while row is not None:
+            yield row
+            row = next(stored, None)
+
+
 def apply_faust_patches(app: faust.App, settings: Settings) -> None:
-    """Put every patch in place for `app` (patches 1-7; 7 only with a fetch wait set)."""
+    """Put every patch in place for `app` (patches 1-8; 7 only with a fetch wait set)."""
     drain_producer_buffer_fully(app)
+    stage_table_writes()
     use_rebalance_fixes()  # every worker gets partitions; none skips records
     correct_recovery_highwaters(settings.bootstrap)
     if settings.fetch_max_wait_ms is not None:
@@ -460,7 +762,13 @@ def partition_databases(table: TableT) -> list[Any]:
         return []
     event = current_event()
     if event is not None:
-        return [store._db_for_partition(event.message.partition)]
+        db = store._db_for_partition(event.message.partition)
+        batch = _batch.get()
+        if batch is not None and isinstance(table, Table):  # the batch's staged writes too
+            staged = batch.staged_in_partition(table, event.message.partition)
+            if staged:
+                return [StagedView(db, staged)]
+        return [db]
     return list(dbs.values())
 
 

@@ -107,6 +107,61 @@ def card_differences(worker: WorkerProcess, model: Driver) -> list[str]:
     return wrong
 
 
+def dump_for_diagnosis(worker: WorkerProcess, model: Driver, wrong: list[str]) -> Path:
+    """Write what a failed run needs to be understood next to the worker's logs: every record
+    of the test's topics (inputs, internal ops, changelogs, outputs), the group's committed
+    offsets, the worker's stats, and the cards (got and expected) and customers of the wrong
+    profiles."""
+    from confluent_kafka.admin import AdminClient
+
+    from app.tools.offsets import committed_offsets, end_offsets, read_records
+
+    bootstrap = worker.env["CARDSTREAM_BOOTSTRAP"]
+    app_id = worker.env["CARDSTREAM_APP_ID"]
+    dump = worker.log_file.parent / "diagnosis"
+    dump.mkdir(exist_ok=True)
+    prefix = Path(worker.env["CARDSTREAM_TOPICS_FILE"]).read_text().split('name = "')[1][:9]
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    partitions = [
+        (name, p)
+        for name, topic in metadata.topics.items()
+        if name.startswith((app_id, prefix))
+        for p in topic.partitions
+    ]
+    ends = end_offsets(bootstrap, partitions)
+    with open(dump / "records.jsonl", "wb") as out:
+        for r in read_records(bootstrap, ends, timeout=60):
+            out.write(
+                orjson.dumps(
+                    {
+                        "topic": r.topic,
+                        "partition": r.partition,
+                        "offset": r.offset,
+                        "key": r.key.decode(errors="replace") if r.key is not None else None,
+                        "value": r.value.decode(errors="replace") if r.value is not None else None,
+                    }
+                )
+                + b"\n"
+            )
+    committed = committed_offsets(bootstrap, app_id, partitions)
+    views: dict[str, Any] = {
+        "wrong": wrong,
+        "ends": {f"{t}[{p}]": e for (t, p), e in ends.items()},
+        "committed": {f"{t}[{p}]": c for (t, p), c in committed.items()},
+        "stats": worker.get("/stats")[1],
+    }
+    for line in wrong:
+        if line.startswith(" "):
+            continue
+        profile_id = line.split(":")[0]
+        quoted = quote(profile_id, safe="")
+        views[f"card {profile_id}"] = worker.get(f"/profiles/{quoted}/card")[1]
+        views[f"model {profile_id}"] = model.card(profile_id, TEST_NOW)
+        views[f"customer {profile_id}"] = worker.get(f"/customers/{quoted}")[1]
+    (dump / "views.json").write_bytes(orjson.dumps(views, option=orjson.OPT_INDENT_2, default=str))
+    return dump
+
+
 def wait_for_expected_cards(worker: WorkerProcess, model: Driver, timeout: float = 60.0) -> None:
     """Wait until every card equals the model's, then for quiet, and check again.
 
@@ -118,6 +173,11 @@ def wait_for_expected_cards(worker: WorkerProcess, model: Driver, timeout: float
     while wrong and time.monotonic() < deadline:
         time.sleep(0.5)
         wrong = card_differences(worker, model)
+    if wrong:
+        try:
+            print(f"diagnosis written to {dump_for_diagnosis(worker, model, wrong)}")
+        except Exception as exc:  # the diagnosis must not hide the failure
+            print(f"no diagnosis: {exc!r}")
     assert not wrong, f"cards differ from the expected ones: {wrong}\n{worker.log_tail()}"
     worker.wait_until_quiet(quiet=2.0)
     wrong = card_differences(worker, model)

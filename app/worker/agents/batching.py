@@ -17,7 +17,9 @@ consecutive messages to the same partition), in order. Records of different
 keys could always arrive in any order (they are on different partitions in
 general); the domain steps do not depend on it.
 Records are acknowledged (their offsets may be committed) only after the whole
-batch was folded and its messages handed to the producer.
+batch was folded, its messages delivered, and then its table writes made: the
+writes are held until then (`app.worker.faust_patches.StagedBatch`), so a crash
+can never leave a state that says "done" behind messages that were lost.
 """
 
 from __future__ import annotations
@@ -34,17 +36,36 @@ from app.pipeline.limits import MAX_RECORD_BYTES, chunk_ops
 from app.pipeline.ops import Op, decode_ops, encode_op
 from app.pipeline.steps import Failure, Out, gather
 from app.pipeline.topics import Role
-from app.worker.agents.outbox import Origin, dead_letter_failure, dead_letter_too_large, send_outs
+from app.worker.agents.outbox import (
+    Origin,
+    dead_letter_failure,
+    dead_letter_too_large,
+    send,
+    send_outs,
+)
 from app.worker.channels import Channels
-from app.worker.faust_patches import set_current_event
+from app.worker.faust_patches import begin_batch, end_batch, set_current_event
 from app.worker.settings import Settings
 
 
 async def batches(stream: faust.StreamT[bytes], settings: Settings) -> AsyncIterator[list[EventT]]:
-    """The stream's records, `batch_max` at most at a time (after `batch_within_ms` at most)."""
+    """The stream's records, `batch_max` at most at a time (after `batch_within_ms` at most).
+
+    While the caller handles a batch, its table writes are staged; when it asks for
+    the next one, the batch's messages are awaited until delivered, then its writes
+    are made, and only then are its records acked (`StagedBatch.finish`).
+    """
     take = cast(faust.Stream, stream).take_events  # on Stream, not (yet) on StreamT
     async for events in take(settings.batch_max, settings.batch_within_ms / 1000):
-        yield list(events)
+        batch, token = begin_batch()
+        try:
+            yield list(events)
+        except BaseException:
+            batch.abandon()
+            raise
+        finally:
+            end_batch(token)
+        await batch.finish()
 
 
 def by_key(events: Iterable[EventT]) -> list[list[EventT]]:
@@ -195,4 +216,4 @@ class Outbox:
         for message, count in zip(chunks.messages, chunks.counts, strict=True):
             self.counters[f"sent.{role}"] += count
             self.counters[f"messages.{role}"] += 1
-            await topic.send(key=raw_key, value=message)
+            await send(topic, raw_key, message)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from faust.types import EventT
+from faust.types import EventT, TopicT
 
 from app.domain.events import InvalidEvent
 from app.pipeline.changes import (
@@ -43,6 +43,7 @@ from app.pipeline.ops import encode_op
 from app.pipeline.steps import Out
 from app.pipeline.topics import Role
 from app.worker.channels import Channels
+from app.worker.faust_patches import staged_batch
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,19 @@ def topic_name(channels: Channels, role: Role) -> str:
     return str(topic.topics[0]) if getattr(topic, "topics", None) else Role(role).value
 
 
+async def send(
+    topic: TopicT,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+) -> None:
+    """Send one message; inside an agent's batch, the batch's table writes wait until it
+    is delivered (`app.worker.faust_patches.StagedBatch`)."""
+    delivery = await topic.send(key=key, value=value, headers=list(headers) if headers else None)
+    if (batch := staged_batch()) is not None:
+        batch.note_sent(delivery)
+
+
 async def send_outs(
     channels: Channels,
     outs: list[Out],
@@ -154,7 +168,7 @@ async def send_outs(
             await dead_letter_too_large(channels, counters, out.role, key, value, headers, origin)
             continue
         counters[f"sent.{out.role}"] += 1
-        await channels.by_role(out.role).send(key=key, value=value, headers=headers or None)
+        await send(channels.by_role(out.role), key, value, headers or None)
 
 
 async def dead_letter_too_large(
@@ -212,9 +226,7 @@ async def _send_letter(
 ) -> None:
     """Send one (bounded) dead letter; a null value or header value goes as null."""
     # Faust's hint says bytes; aiokafka writes a null header value as Kafka's null
-    await channels.dead_letter.send(
-        key=key, value=value, headers=cast("list[tuple[str, bytes]]", headers)
-    )
+    await send(channels.dead_letter, key, value, cast("list[tuple[str, bytes]]", headers))
 
 
 def dead_letter_headers(
