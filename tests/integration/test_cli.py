@@ -41,7 +41,7 @@ def test_topics_apply_is_idempotent_and_reports_differences(
     }
     again = cardstream("topics", "apply", env=env)  # the fixture applied them once already
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("ok ") == 6 and "created" not in again.stdout
+    assert again.stdout.count("ok ") == 7 and "created" not in again.stdout
 
     # a topic someone created by hand with the wrong partition count
     wrong = isolated.topics.quarantine.name + "-x"
