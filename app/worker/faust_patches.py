@@ -117,7 +117,7 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from importlib import metadata
 from typing import Any
 
@@ -501,6 +501,7 @@ class StagedBatch:
         self.delivered = asyncio.Event()
         self.failed = False
         self.applied = False
+        self.on_applied: list[Callable[[], None]] = []  # told once its writes are made
 
     def note(self, entry: tuple[StagedBatch, int, Any, Any] | None) -> None:
         """`entry` (another batch's staged value) was read or overwritten by this batch."""
@@ -563,6 +564,7 @@ class StagedBatch:
         if not self.writes and not self.depends_on:  # nothing to hold back: the commit waits
             self.applied = True  # for the producer (`Consumer._commit_offsets`)
             self.delivered.set()
+            self._tell()
             return
         try:
             if self.sent:
@@ -586,6 +588,7 @@ class StagedBatch:
         """The batch will not finish: batches that depend on it do not make their writes."""
         self.failed = True
         self.delivered.set()
+        self.on_applied = []  # its records come again and tell again
         for _, table, key, _, _ in self.writes:
             where = (table, _raw(key))
             if (entry := StagedBatch.latest.get(where)) is not None and entry[0] is self:
@@ -612,11 +615,34 @@ class StagedBatch:
         for batch in group:
             batch.applied = True
             batch.writes, batch.sent, batch.depends_on = [], [], set()
+        for batch in group:
+            batch._tell()
+
+    def _tell(self) -> None:
+        """Run what waited for this batch's writes (a failing callback costs no write)."""
+        callbacks, self.on_applied = self.on_applied, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback after a batch's writes failed")
 
 
 def staged_batch() -> StagedBatch | None:
     """The batch being folded in this task, if any."""
     return _batch.get()
+
+
+def when_applied(callback: Callable[[], None]) -> None:
+    """Call `callback` once the writes of the batch being folded are made (at once outside a
+    batch): what reads the tables from elsewhere (a staff page told that a card changed)
+    must not be told before the new state is there to read. Dropped if the batch is
+    abandoned: its records come again and tell again."""
+    batch = _batch.get()
+    if batch is None or batch.applied:
+        callback()
+    else:
+        batch.on_applied.append(callback)
 
 
 def begin_batch() -> tuple[StagedBatch, contextvars.Token[StagedBatch | None]]:

@@ -38,6 +38,7 @@ from app.worker.faust_patches import (
     drain_producer_buffer_fully,
     end_batch,
     stage_table_writes,
+    when_applied,
 )
 
 OPS = "t.identity-ops"
@@ -118,6 +119,31 @@ def test_a_batch_write_is_stored_only_once_its_messages_are_delivered() -> None:
         assert stored(table) == {b"loyalty_card:7000009": b"claimed by C-1009"}
         assert queued_changelog(app) == 1
         assert table.get(b"loyalty_card:7000009") == b"claimed by C-1009"
+
+    asyncio.run(run())
+
+
+def test_who_reads_from_elsewhere_is_told_only_once_the_writes_are_made() -> None:
+    # a staff page told that a card changed fetches it at once, outside any batch: it
+    # must find the new state (it was told too early, read the old card, and stayed on it)
+    async def run() -> None:
+        _app, table = a_table()
+        told: list[Any] = []
+        batch, token = begin_batch()
+        _event = in_partition(1)
+        table[b"C-1"] = b"card with R-3"
+        when_applied(lambda: told.append(stored(table).get(b"C-1")))
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch.note_sent(delivery)
+        end_batch(token)
+        finishing = asyncio.ensure_future(batch.finish())
+        await asyncio.sleep(0.01)
+        assert told == []
+        delivery.set_result(None)
+        await finishing
+        assert told == [b"card with R-3"]
+        when_applied(lambda: told.append("outside a batch: at once"))
+        assert told[-1] == "outside a batch: at once"
 
     asyncio.run(run())
 

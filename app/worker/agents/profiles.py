@@ -28,7 +28,7 @@ from app.worker.agents.batching import GroupFold, fold_batches
 from app.worker.agents.factstore import TableFactStore
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
-from app.worker.faust_patches import recovery_completed
+from app.worker.faust_patches import recovery_completed, when_applied
 from app.worker.live import CardWatch
 from app.worker.settings import Settings
 
@@ -89,8 +89,9 @@ def register(
         tables.cart_deadlines.put(profile_id, after.cart_deadline)
         if after.person_changed:
             tables.people.put(profile_id, after.person)
-        if watch is not None:
-            watch.published(outcome.outs)  # open staff pages fetch the card again
+        if watch is not None:  # open staff pages fetch the card again, once it is stored
+            outs = outcome.outs
+            when_applied(lambda: watch.published(outs))
         return outcome.outs, outcome.failed
 
     @app.agent(channels.profile_ops, name="profiles")
