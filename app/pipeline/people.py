@@ -25,9 +25,11 @@ A pair is scored in one block only; were it scored twice (its first shared key
 changed between the two people's updates), the duplicate list keeps it once and
 publishes it once (same probability and evidence: no change).
 
-Bounds: a block holds at most `block_cap` people (`person_block_cap`), a profile at
+Bounds: a block holds at most `block_cap` people (`person_block_cap`, at most 150:
+150 people with the longest ids and widest fields encode to ~384 KiB), a profile at
 most `max_suggestions` undecided suggestions (the strongest) and `max_decisions`
-decisions (the newest), so every value stays far below 512 KiB.
+decisions (the newest) within `max_list_bytes`, so every value stays below 512 KiB
+(`python -m bench.people_bounds` builds the worst cases).
 Nothing here logs or publishes personal data: records carry ids, levels and weights.
 """
 
@@ -71,6 +73,7 @@ class PeopleSettings:
     model: MatchModel = DEFAULT_MODEL
     max_suggestions: int = 20
     max_decisions: int = 500
+    max_list_bytes: int = 384 * 1024  # a duplicate list's encoded entries, at most
     buckets: int = 4  # index buckets (`index_bucket`): the worker's partition count
 
 
@@ -233,9 +236,7 @@ class Duplicates:
 
     def to_json(self) -> bytes:
         """The table value (version 1)."""
-        return orjson.dumps(
-            {"v": 1, "e": [[getattr(e, f) for f in _ENTRY_FIELDS] for e in self.entries]}
-        )
+        return orjson.dumps({"v": 1, "e": [_entry_row(e) for e in self.entries]})
 
     @classmethod
     def from_json(cls, raw: bytes) -> Duplicates:
@@ -252,9 +253,14 @@ class Duplicates:
 _ENTRY_FIELDS = tuple(DuplicateEntry.__dataclass_fields__)
 
 
+def _entry_row(entry: DuplicateEntry) -> list[Any]:
+    return [getattr(entry, f) for f in _ENTRY_FIELDS]
+
+
 def _bounded(entries: list[DuplicateEntry], settings: PeopleSettings) -> tuple[DuplicateEntry, ...]:
     """Open suggestions strongest first (at most `max_suggestions`), then decisions newest
-    first (at most `max_decisions`)."""
+    first (at most `max_decisions`), as many as fit in `max_list_bytes` encoded (profile
+    ids may be a kilobyte each: the oldest decisions go first)."""
     open_ = sorted(
         (e for e in entries if e.decision is None), key=lambda e: (-(e.weight or 0.0), e.other)
     )
@@ -263,7 +269,14 @@ def _bounded(entries: list[DuplicateEntry], settings: PeopleSettings) -> tuple[D
         key=lambda e: (e.decided_at or "", e.other),
         reverse=True,
     )
-    return (*open_[: settings.max_suggestions], *decided[: settings.max_decisions])
+    kept: list[DuplicateEntry] = []
+    size = 0
+    for entry in (*open_[: settings.max_suggestions], *decided[: settings.max_decisions]):
+        size += len(orjson.dumps(_entry_row(entry))) + 1
+        if size > settings.max_list_bytes:
+            break
+        kept.append(entry)
+    return tuple(kept)
 
 
 def _record(profile_id: str, entry: DuplicateEntry, at: str) -> Out | None:

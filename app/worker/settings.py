@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     person_block_cap: int = Field(
         100,
         ge=2,
-        le=1000,
+        le=150,  # 150 of the widest people with the longest ids: ~384 KiB (bench.people_bounds)
         description="People kept under one blocking key of the people index; a key shared "
         "by more is too common to tell anyone apart and is no longer looked up",
     )

@@ -360,3 +360,20 @@ def test_a_block_stores_each_persons_fields_in_order() -> None:
     assert Person(*whole.values()) == whole
     block = IndexBlock((("C-1", whole), ("C-2", ANNA)))
     assert IndexBlock.from_json(block.to_json()) == block
+
+
+def test_a_duplicate_list_of_the_longest_ids_stays_within_its_byte_budget() -> None:
+    budget = PeopleSettings(max_list_bytes=20_000)
+    long_id = "~" + "x" * 64 + ":" + "\U00010330" * 250  # ~1 KB: an anonymous profile id
+    ops: list[Any] = [note(f"{long_id}-open-{n}", 0.6, 10.0 - n) for n in range(3)]
+    ops += [
+        DecideDuplicate(f"{long_id}-{n:02d}", "not_same", "staff", f"2026-11-{n + 1:02d}")
+        for n in range(30)
+    ]
+    done = duplicates_batch(None, "C-1", ops, budget)
+    assert done.state is not None and len(done.state.to_json()) <= 20_000 + 64
+    kept = [e.other for e in done.state.entries]
+    assert kept[:3] == [f"{long_id}-open-{n}" for n in range(3)]  # open suggestions first
+    decided = kept[3:]
+    assert decided and len(decided) < 30
+    assert decided == [f"{long_id}-{n:02d}" for n in range(29, 29 - len(decided), -1)]  # newest
