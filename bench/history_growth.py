@@ -28,6 +28,7 @@ import rocksdict
 
 from app.domain.card import CardSettings
 from app.domain.events import accept_record, event_to_json
+from app.domain.people import Person
 from app.domain.profile import (
     HeadCache,
     ProfileState,
@@ -91,7 +92,9 @@ def event(n: int, at: datetime) -> dict[str, Any]:
     if kind == 1:
         return {**base, "type": "cart_add", "product_id": f"P-{n % 50}", "price": 19.0}
     if kind == 2:
-        return {**base, "type": "identify", "attributes": {"city": f"City {n % 5}"}}
+        # personal data that changes: the profile's Person too, so the people index hears of it
+        attributes = {"first_name": "Anna", "last_name": "Kowalska", "city": f"City {n // 20 % 5}"}
+        return {**base, "type": "identify", "attributes": attributes}
     if kind < 10:
         return {
             **base,
@@ -116,10 +119,17 @@ class Profile:
         self.heads = HeadCache()  # as the profile agent keeps them
         self.head_bytes = 0
         self.card_bytes = 0
+        self.person: Person | None = None  # as the profile agent keeps it (table `people`)
+        self.index_ops = 0
 
     def fold(self, op: AddFact, settings: CardSettings) -> None:
         state = self.heads.get(CUSTOMER, self.raw) if self.raw else None
-        outcome = profile_batch(state, None, self.store, CUSTOMER, [op], settings, NOW)
+        outcome = profile_batch(
+            state, None, self.store, CUSTOMER, [op], settings, NOW, lambda: self.person
+        )
+        if outcome.state.person_changed:
+            self.person = outcome.state.person
+        self.index_ops += sum(out.role == "people_ops" for out in outcome.outs)
         if outcome.state.stored_head is not None:  # as the profile agent writes it
             self.raw = outcome.state.stored_head
             self.heads.put(CUSTOMER, self.raw, outcome.state.head)
@@ -145,6 +155,7 @@ def measure(size: int, probe: int, settings: CardSettings) -> dict[str, float]:
         head_size = len(profile.raw or b"")
         times = []
         before = (store.bytes_written, profile.head_bytes, profile.card_bytes, store.writes)
+        index_before = profile.index_ops
         at = NOW - timedelta(hours=12)
         for i in range(probe):
             op = add_fact(size + i, at + timedelta(seconds=i))
@@ -155,6 +166,7 @@ def measure(size: int, probe: int, settings: CardSettings) -> dict[str, float]:
         head_written = (profile.head_bytes - before[1]) / probe
         card_written = (profile.card_bytes - before[2]) / probe
         keys = (store.writes - before[3]) / probe
+        index_messages = (profile.index_ops - index_before) / probe
         store.close()
     times.sort()
     return {
@@ -168,6 +180,7 @@ def measure(size: int, probe: int, settings: CardSettings) -> dict[str, float]:
         "head_size": head_size,
         "grow_s": grown,
         "version": state.version,
+        "index_messages": index_messages,
     }
 
 
@@ -181,7 +194,7 @@ def main() -> None:
     print(
         f"{'earlier events':>14} | {'fold ms p50':>11} | {'p90':>6} | {'ratio':>5} | "
         f"{'head B/ev':>9} | {'facts B/ev':>10} | {'keys/ev':>7} | {'card B/ev':>9} | "
-        f"{'head size':>9} | grow s",
+        f"{'head size':>9} | {'index msg/ev':>12} | grow s",
         flush=True,
     )
     first: float | None = None
@@ -192,7 +205,8 @@ def main() -> None:
             f"{size:>14,} | {row['median_ms']:>11.3f} | {row['p90_ms']:>6.3f} | "
             f"{row['median_ms'] / first:>5.2f} | {row['head_bytes']:>9,.0f} | "
             f"{row['facts_bytes']:>10,.0f} | {row['fact_keys']:>7.2f} | "
-            f"{row['card_bytes']:>9,.0f} | {row['head_size']:>9,} | {row['grow_s']:.0f}",
+            f"{row['card_bytes']:>9,.0f} | {row['head_size']:>9,} | "
+            f"{row['index_messages']:>12.2f} | {row['grow_s']:.0f}",
             flush=True,
         )
 

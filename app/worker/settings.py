@@ -288,10 +288,6 @@ class Settings(BaseSettings):
             buckets=buckets,
         )
 
-    def people_model(self) -> MatchModel:
-        """The match model searches and suggestions score with."""
-        return self.people_settings().model
-
     def now(self) -> datetime:
         """The worker's clock: wall clock plus `clock_offset_seconds` (tests move it)."""
         return datetime.now(UTC) + timedelta(seconds=self.clock_offset_seconds)
