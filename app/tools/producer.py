@@ -24,20 +24,7 @@ from app.domain.events import (
     normalize_event,
 )
 from app.pipeline.topics import Topics
-
-
-def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
-    """The confluent-kafka settings every cardstream producer uses."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "partitioner": "murmur2_random",
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "none",
-        "log.connection.close": False,  # a broker stopping is not worth a log line
-        **extra,
-    }
+from app.worker.sender import producer_config
 
 
 @dataclass

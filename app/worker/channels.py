@@ -36,6 +36,7 @@ from app.domain.profile import (
 from app.pipeline.people import Duplicates
 from app.pipeline.steps import ProfileIdentity
 from app.pipeline.topics import Role, TableRole, Topics, derived_topic_name
+from app.worker.faust_patches import table_get
 
 V = TypeVar("V")
 
@@ -148,11 +149,11 @@ class TypedTable(Generic[V]):
         return str(self.table.name)
 
     def __contains__(self, key: str) -> bool:
-        return self.table.get(key) is not None
+        return table_get(self.table, key) is not None
 
     def get(self, key: str) -> V | None:
         """The value under `key`, None when there is none; raises when it does not decode."""
-        raw: bytes | None = self.table.get(key)
+        raw: bytes | None = table_get(self.table, key)
         return None if raw is None else self.codec.decode(raw)
 
     def set(self, key: str, value: V) -> None:
@@ -163,7 +164,7 @@ class TypedTable(Generic[V]):
         """Store `value` under `key`, or delete the key for None, writing only when the
         stored bytes would change."""
         raw = None if value is None else self.codec.encode(value)
-        if raw == self.table.get(key):
+        if raw == table_get(self.table, key):
             return
         if raw is None:
             del self.table[key]
@@ -185,7 +186,7 @@ class HeadTable(TypedTable[ProfileState]):
         self.cache = cache or HeadCache()
 
     def get(self, key: str) -> ProfileState | None:
-        raw: bytes | None = self.table.get(key)
+        raw: bytes | None = table_get(self.table, key)
         return None if raw is None else self.cache.get(key, raw)
 
     def set_encoded(self, key: str, head: ProfileState, encoded: bytes) -> None:

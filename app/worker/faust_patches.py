@@ -39,6 +39,11 @@ Replaced or wrapped (process-wide, once per worker):
    (no upstream issue found; Faust writes RocksDB at once and sends later, and its
    at-least-once replay then finds the work done and sends nothing).
 
+9. `use_sender` sends what agents' batches send, and the changelog records of their
+   table writes, through one librdkafka producer (`app.worker.sender.Sender`) instead
+   of Faust's producer buffer and aiokafka's Python producer, which cost several
+   hundred microseconds of the event loop per record (not a bug; no upstream issue).
+
 Subclassed: `Worker` (Faust's root logger left at DEBUG). Read, because Faust offers
 no public way: the current event of a stream (`set_current_event`), the RocksDB
 databases of a table's partitions (`partition_databases`), whether table recovery
@@ -136,6 +141,7 @@ from faust.types import TP, EventT, TableT
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from app.worker.end_offsets import read_end_offsets
+from app.worker.sender import Deliveries, Sender, UndeliveredMessages
 from app.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -413,6 +419,8 @@ def drain_producer_buffer_fully(app: faust.App) -> None:
                 await flush_some(None)  # type: ignore[arg-type]  # None: no limit (Faust: int)
             else:
                 await asyncio.sleep(0.001)
+        if _sender is not None:  # patch 9's producer: what batches sent, changelogs included
+            await _sender.drained()
 
     faust_buffer._send_pending = send_counted  # before the buffer's sender task starts
     buffer.flush = flush_all  # type: ignore[method-assign]
@@ -497,6 +505,7 @@ class StagedBatch:
     def __init__(self) -> None:
         self.writes: list[tuple[int, Table, Any, Any, Any]] = []  # seq, table, key, event, value
         self.sent: list[Awaitable[Any]] = []
+        self.deliveries: Deliveries | None = None  # its messages sent through `Sender`
         self.depends_on: set[StagedBatch] = set()
         self.delivered = asyncio.Event()
         self.failed = False
@@ -546,6 +555,12 @@ class StagedBatch:
         """A message this batch sent: `delivery` resolves once the broker has it."""
         self.sent.append(delivery)
 
+    def sent_through(self, sender: Sender) -> Deliveries:
+        """The count of this batch's messages sent through `sender`, awaited by `finish`."""
+        if self.deliveries is None:
+            self.deliveries = sender.deliveries()
+        return self.deliveries
+
     def _closure(self) -> list[StagedBatch]:
         seen: dict[StagedBatch, None] = {}
         todo = [self]
@@ -569,6 +584,8 @@ class StagedBatch:
         try:
             if self.sent:
                 await asyncio.gather(*self.sent)
+            if self.deliveries is not None:
+                await self.deliveries.wait()
         except BaseException:
             self.abandon()
             raise
@@ -597,24 +614,49 @@ class StagedBatch:
     @staticmethod
     def _apply(group: list[StagedBatch]) -> None:
         before = _current_event.get(None)
+        sender = _sender
+        changelogs = None if sender is None else sender.deliveries()
+        if changelogs is not None:
+            changelogs.offsets = {}
+        tables: dict[str, Table] = {}
         try:
             writes = sorted((w for b in group for w in b.writes), key=lambda w: w[0])
             last = {(w[1], _raw(w[2])): w for w in writes}  # each key's last value only
             for seq, table, key, event, value in sorted(last.values(), key=lambda w: w[0]):
                 # the partition the write was made for
                 _current_event.set(weakref.ref(event) if event is not None else None)
-                if value is _DELETED:
-                    _FAUST_DELITEM(table, key)
-                else:
-                    _FAUST_SETITEM(table, key, value)
+                if sender is None or changelogs is None or event is None:
+                    if value is _DELETED:
+                        _FAUST_DELITEM(table, key)
+                    else:
+                        _FAUST_SETITEM(table, key, value)
+                else:  # RocksDB, then the changelog record, as Faust's own write
+                    if value is _DELETED:
+                        del table.data[key]
+                    else:
+                        table.data[key] = value
+                    changelog = table.changelog_topic.get_topic_name()
+                    tables[changelog] = table
+                    sender.send_now(
+                        changelogs,
+                        changelog,
+                        _raw(key),
+                        None if value is _DELETED else _raw(value),
+                        event.message.partition,
+                    )
                 where = (table, _raw(key))
                 if (entry := StagedBatch.latest.get(where)) is not None and entry[1] == seq:
                     del StagedBatch.latest[where]
         finally:
             _current_event.set(before)
+        if changelogs is not None and tables:
+            task = asyncio.ensure_future(_persist_offsets(changelogs, tables))
+            _persisting.add(task)
+            task.add_done_callback(_persisting.discard)
         for batch in group:
             batch.applied = True
             batch.writes, batch.sent, batch.depends_on = [], [], set()
+            batch.deliveries = None
         for batch in group:
             batch._tell()
 
@@ -626,6 +668,42 @@ class StagedBatch:
                 callback()
             except Exception:
                 log.exception("a callback after a batch's writes failed")
+
+
+#: The producer batches send through (`use_sender`); None: Faust's own.
+_sender: Sender | None = None
+_persisting: set[asyncio.Future[None]] = set()
+
+
+def use_sender(sender: Sender | None) -> None:
+    """Patch 9: send batches' messages and their table writes' changelog records through
+    `sender` (librdkafka) instead of Faust's producer; None: Faust's producer again."""
+    global _sender
+    _sender = sender
+
+
+def batch_sender() -> Sender | None:
+    """The producer batches send through, None for Faust's."""
+    return _sender
+
+
+async def _persist_offsets(changelogs: Deliveries, tables: dict[str, Table]) -> None:
+    """Once a batch's changelog records are delivered, note in each table partition's
+    RocksDB how far its changelog is held there (Faust's `_on_changelog_sent`): a restart
+    reads only what came after. A failed delivery fails the next commit (`Sender.drained`)."""
+    try:
+        await changelogs.wait()
+    except UndeliveredMessages:
+        log.error("a changelog record was not delivered: offsets will not be committed")
+        return
+    for (topic, partition), offset in (changelogs.offsets or {}).items():
+        table = tables.get(topic)
+        if table is None:
+            continue
+        try:
+            table.data.set_persisted_offset(TP(topic, partition), offset)
+        except Exception:  # the partition moved away meanwhile: its next owner reads on
+            log.debug("persisted offset of %s[%s] not noted", topic, partition, exc_info=True)
 
 
 def staged_batch() -> StagedBatch | None:
@@ -656,6 +734,22 @@ def end_batch(token: contextvars.Token[StagedBatch | None]) -> None:
     # an abandoned batch's generator closed from another task: nothing to reset there
     with contextlib.suppress(ValueError):
         _batch.reset(token)
+
+
+def table_get(table: TableT, key: Any) -> Any:
+    """`table.get(key)` (None when missing), with one RocksDB read instead of Faust's two
+    (`in` then `[]`) and no sensor: the table's reads in every agent go through here.
+    Inside a batch it sees the staged writes, as `_getitem`. Any other mapping: its `get`."""
+    if not isinstance(table, Table):
+        return table.get(key)
+    batch = _batch.get()
+    if batch is not None:
+        value = batch.read(table, key)
+        if value is not _NOT_STAGED:
+            return None if value is _DELETED else value
+    store: Any = table.data  # Faust's SerializedStore: `_get` is not on the interface
+    raw = store._get(store._encode_key(key))
+    return None if raw is None else store._decode_value(raw)
 
 
 def _getitem(self: Table, key: Any) -> Any:
@@ -736,9 +830,19 @@ class StagedView:
 
 
 def apply_faust_patches(app: faust.App, settings: Settings) -> None:
-    """Put every patch in place for `app` (patches 1-8; 7 only with a fetch wait set)."""
+    """Put every patch in place for `app` (patches 1-9; 7 only with a fetch wait set, 9 only
+    with `librdkafka_sends`)."""
     drain_producer_buffer_fully(app)
     stage_table_writes()
+    use_sender(
+        Sender(
+            settings.bootstrap,
+            settings.producer_linger_ms,
+            app.conf.producer_max_request_size,
+        )
+        if settings.librdkafka_sends
+        else None
+    )
     use_rebalance_fixes()  # every worker gets partitions; none skips records
     correct_recovery_highwaters(settings.bootstrap)
     if settings.fetch_max_wait_ms is not None:

@@ -2,7 +2,7 @@
 
 Nothing is counted twice: at each scrape a collector reads what the worker
 counts anyway — `WorkerStats` (accepted events, dead letters, identity changes,
-agent ops), Faust's monitor (records in and out per topic) and the consumer
+agent ops), Faust's monitor and the batch producer (records in and out per topic) and the consumer
 (high watermark and committed offset per partition) — into a registry of this
 app's own (never prometheus_client's global one, so two apps in one process
 stay apart). `worker_families` is the pure part: plain numbers in, metric
@@ -11,6 +11,7 @@ families out.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 from app.domain.events import INVALID_EVENT_KINDS
 from app.pipeline.changes import IdentityChangeKind
 from app.worker.agents.stats import WorkerStats
+from app.worker.faust_patches import batch_sender
 
 PREFIX = "cardstream"
 
@@ -182,7 +184,10 @@ class WorkerCollector(Collector):
         return WorkerCounts(
             stats=self.stats,
             received_by_topic=dict(monitor.messages_received_by_topic or {}),
-            sent_by_topic=dict(monitor.messages_sent_by_topic or {}),
+            sent_by_topic=dict(
+                Counter(monitor.messages_sent_by_topic or {})
+                + (sender.sent_by_topic if (sender := batch_sender()) is not None else Counter())
+            ),
             lag=partition_lags(self.app),
             rebalancing=bool(self.app.rebalancing),
         )

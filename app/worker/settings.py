@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         description="How long the worker's producer waits to fill a batch, ms (Faust's default "
         "0 sends a request per record: 2.2x slower end to end)",
     )
+    librdkafka_sends: bool = Field(
+        True,
+        description="Send what agents' batches send, changelog records included, through "
+        "librdkafka (confluent-kafka) instead of Faust's Python producer (faster)",
+    )
     max_poll_records: int = Field(
         2000, ge=1, description="Most records one consumer poll returns (Faust: no limit)"
     )

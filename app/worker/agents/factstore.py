@@ -15,7 +15,7 @@ from typing import Any
 
 from faust.types import TableT
 
-from app.worker.faust_patches import partition_databases
+from app.worker.faust_patches import partition_databases, table_get
 
 #: Above every key byte of a family (keys are UTF-8 text after the prefix: never 0xff).
 _END = b"\xff"
@@ -28,7 +28,7 @@ class TableFactStore:
         self.table = table
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self.table.get(key)
+        value: bytes | None = table_get(self.table, key)
         return value
 
     def put(self, key: bytes, value: bytes) -> None:

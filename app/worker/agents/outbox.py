@@ -43,7 +43,7 @@ from app.pipeline.ops import encode_op
 from app.pipeline.steps import Out
 from app.pipeline.topics import Role
 from app.worker.channels import Channels
-from app.worker.faust_patches import staged_batch
+from app.worker.faust_patches import batch_sender, staged_batch
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,15 @@ async def send(
     headers: Sequence[tuple[str, bytes]] | None = None,
 ) -> None:
     """Send one message; inside an agent's batch, the batch's table writes wait until it
-    is delivered (`app.worker.faust_patches.StagedBatch`)."""
+    is delivered (`app.worker.faust_patches.StagedBatch`), and it goes through librdkafka
+    when the worker sends that way (`app.worker.sender`)."""
+    batch = staged_batch()
+    sender = batch_sender()
+    if batch is not None and sender is not None:
+        await sender.send(batch.sent_through(sender), topic.get_topic_name(), key, value, headers)
+        return
     delivery = await topic.send(key=key, value=value, headers=list(headers) if headers else None)
-    if (batch := staged_batch()) is not None:
+    if batch is not None:
         batch.note_sent(delivery)
 
 

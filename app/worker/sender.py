@@ -1,0 +1,232 @@
+"""What an agent's batch sends, through one librdkafka producer per worker.
+
+Faust sends each record through its producer buffer and aiokafka's producer,
+both in Python: a few hundred microseconds of the event loop per record, and a
+busy worker sends several records per event (internal ops, card changes,
+identity changes, changelog records of its table writes). `Sender` hands them to
+confluent-kafka's producer instead (librdkafka, in C, on its own threads): one
+call each, with a delivery report counted by a `Deliveries` of the batch.
+
+The guarantees are those of the Faust path it replaces:
+- A batch's table writes are made only once every message it sent is delivered
+  (`app.worker.faust_patches.StagedBatch` awaits its `Deliveries`).
+- A table write's changelog record goes out here too, to the changelog
+  partition Faust would pick (the partition of the record that wrote it); its
+  RocksDB write is made first, and the changelog's persisted offset (what a
+  restart need not read again) is moved on once the record is delivered.
+- Offsets are committed only once everything handed to the producer so far is
+  delivered: Faust's flush before a commit waits for `drained()` (patch 6).
+- Keys go to the partition Faust's producer would choose (`murmur2_random`: the
+  Java client's murmur2 for a key, as aiokafka's; `tests/unit/test_sender.py`).
+- The producer is idempotent and keeps each partition's order, as the ops of one
+  key must arrive in order.
+A delivery that finally fails fails its batch (`UndeliveredBatch`: no write made,
+records not acked, they come again) and every commit after it, until the worker
+restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+log = logging.getLogger(__name__)
+
+#: Longest `drained` waits for the producer before it gives up (and the commit with it).
+DRAIN_DEADLINE_SECONDS = 60.0
+
+
+def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
+    """The confluent-kafka settings every cardstream producer uses."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "partitioner": "murmur2_random",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "none",
+        "log.connection.close": False,  # a broker stopping is not worth a log line
+        **extra,
+    }
+
+
+class UndeliveredMessages(RuntimeError):
+    """A message could not be delivered: what sent it must not be taken as done."""
+
+
+class Deliveries:
+    """The messages of one batch: how many were handed on and how many came back.
+
+    `report` runs on the producer's poll thread, everything else on the event loop;
+    each counter has one writer, and the loop is woken once, when the last report of
+    a sealed batch arrives.
+    """
+
+    __slots__ = ("_event", "_loop", "_sender", "done", "errors", "offsets", "sealed", "sent")
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+        self._loop = asyncio.get_running_loop()
+        self.sent = 0
+        self.done = 0
+        self.errors: list[str] = []
+        self.sealed = False
+        self._event = asyncio.Event()
+        #: Highest delivered offset per (topic, partition): changelog batches only.
+        self.offsets: dict[tuple[str, int], int] | None = None
+
+    def report(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka's delivery report (poll thread)."""
+        if err is not None:
+            self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+            self._sender.failures.append(err.str())
+        elif self.offsets is not None:
+            where = (str(msg.topic()), int(msg.partition() or 0))
+            offset = int(msg.offset() or 0)
+            if offset > self.offsets.get(where, -1):
+                self.offsets[where] = offset
+        self.done += 1
+        self._sender.delivered += 1
+        if self.sealed and self.done >= self.sent:
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> None:
+        """Until every message handed on so far came back; raises UndeliveredMessages if one
+        failed."""
+        self.sealed = True
+        if self.done < self.sent:
+            await self._event.wait()
+        if self.errors:
+            raise UndeliveredMessages("; ".join(self.errors[:5]))
+
+
+class Sender:
+    """One confluent-kafka producer for a worker's batches, polled on its own thread."""
+
+    def __init__(
+        self, bootstrap: str, linger_ms: int, max_request_bytes: int, **extra: object
+    ) -> None:
+        self._config = producer_config(
+            bootstrap,
+            **{
+                "linger.ms": linger_ms,
+                "message.max.bytes": max_request_bytes,
+                "queue.buffering.max.kbytes": 256 * 1024,
+                **extra,
+            },
+        )
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.handed_on = 0  # event loop only
+        self.delivered = 0  # poll thread only
+        self.failures: list[str] = []
+        self.sent_by_topic: Counter[str] = Counter()
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = Producer(self._config)
+                    self._thread = threading.Thread(
+                        target=self._poll, name="cardstream-sender", daemon=True
+                    )
+                    self._thread.start()
+        return self._producer
+
+    def _poll(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        while not self._stopping.is_set():
+            producer.poll(0.05)
+
+    def deliveries(self) -> Deliveries:
+        """A new count of deliveries, for the messages of one batch."""
+        return Deliveries(self)
+
+    async def send(
+        self,
+        deliveries: Deliveries,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Hand one message on (waiting while librdkafka's queue is full)."""
+        produce: Callable[..., None] = self.producer.produce
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": deliveries.report}
+        if headers:
+            kwargs["headers"] = list(headers)
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                produce(topic, value, **kwargs)
+                break
+            except BufferError:  # the local queue is full: let the poll thread empty it
+                await asyncio.sleep(0.005)
+        deliveries.sent += 1
+        self.handed_on += 1
+        self.sent_by_topic[topic] += 1
+
+    def send_now(
+        self,
+        deliveries: Deliveries,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+    ) -> None:
+        """`send` without waiting: for a changelog record, made between two RocksDB writes
+        that must not be interleaved with another task (raises BufferError when full)."""
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": deliveries.report}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic, value, **kwargs)
+                break
+            except BufferError:  # rare (the queue holds 256 MiB): the poll thread empties it
+                time.sleep(0.001)
+        deliveries.sent += 1
+        self.handed_on += 1
+        self.sent_by_topic[topic] += 1
+
+    async def drained(self) -> None:
+        """Until every message handed on before this call was delivered (before a commit);
+        raises UndeliveredMessages if any delivery failed since the worker started."""
+        target = self.handed_on
+        deadline = time.monotonic() + DRAIN_DEADLINE_SECONDS
+        while self.delivered < target and not self.failures:
+            if time.monotonic() > deadline:
+                raise UndeliveredMessages(
+                    f"{target - self.delivered} messages not delivered in "
+                    f"{DRAIN_DEADLINE_SECONDS:.0f} s"
+                )
+            await asyncio.sleep(0.002)
+        if self.failures:
+            raise UndeliveredMessages(f"a delivery failed: {self.failures[0]}")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to `timeout` s) and stop the poll thread."""
+        if self._producer is None:
+            return
+        self._stopping.set()  # one thread polls at a time: the reports' counters have one writer
+        if self._thread is not None:
+            self._thread.join()
+        left = self._producer.flush(timeout)
+        if left:
+            log.error("%s messages were not delivered before the worker stopped", left)
+
+
+__all__ = ["Deliveries", "KafkaException", "Sender", "UndeliveredMessages"]
