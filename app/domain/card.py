@@ -52,7 +52,7 @@ from typing import Any, get_args
 
 from app.domain.card_model import ActivityCategory
 from app.domain.contacts import email_contact, phone_contact
-from app.domain.facts import Fact, FactStore, fact_header, facts_from_rows, profile_prefix
+from app.domain.facts import Fact, FactStore, fact_header, facts_from_rows, iso, profile_prefix
 from app.domain.identity import IdentityChange, is_anonymous_profile
 from app.domain.links import link_key
 from app.domain.profile import (
@@ -137,7 +137,7 @@ def identity_change_entry(change: IdentityChange) -> dict[str, Any]:
 
 
 def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.astimezone(UTC).isoformat()
+    return None if ts is None else iso(ts)
 
 
 def _web_category(channel: str) -> str:

@@ -44,9 +44,30 @@ FACT_FORMAT = 1
 MAX_RECORD_BYTES = 512 * 1024
 
 
+#: Most `iso` strings remembered (the cache is emptied when full).
+ISO_CACHE_SIZE = 1 << 16
+
+_iso_cache: dict[datetime, str] = {}
+
+
 def iso(ts: datetime) -> str:
-    """`ts` in UTC ISO 8601. Within 2000-2100 these strings sort as the instants do."""
-    return ts.astimezone(UTC).isoformat()
+    """`ts` in UTC ISO 8601. Within 2000-2100 these strings sort as the instants do.
+
+    Folding a fact asks for the same few times again and again (its time, its date, the
+    window's edge), and formatting costs microseconds: the strings of recent times are
+    remembered. Equal aware datetimes are the same instant, so they share one string;
+    except that two with the same tzinfo compare by their wall time alone, ignoring
+    `fold` (a repeated hour of a zone with daylight saving time): a `fold=1` time is
+    neither looked up nor remembered, and a `fold=0` one is the only time of its wall time.
+    """
+    if ts.fold:
+        return ts.astimezone(UTC).isoformat()
+    text = _iso_cache.get(ts)
+    if text is None:
+        if len(_iso_cache) >= ISO_CACHE_SIZE:
+            _iso_cache.clear()
+        text = _iso_cache[ts] = ts.astimezone(UTC).isoformat()
+    return text
 
 
 @dataclass(frozen=True, slots=True)
