@@ -36,7 +36,6 @@ Model
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -386,38 +385,31 @@ def _cap_map(block: dict[str, Any], order: Any) -> None:
         del block[min(block, key=lambda k: order(block[k]))]
 
 
-def _insert_top(rows: list[list[Any]], row: list[Any], limit: int, descending: bool = True) -> bool:
+def _insert_top(rows: list[list[Any]], row: list[Any], limit: int) -> bool:
     """Insert `row` ([key..., payload]) into `rows` kept sorted by its first two fields,
-    keeping at most `limit`; False when it did not make it (or is already there)."""
+    newest (greatest) first, keeping at most `limit`; False when it did not make it (or is
+    already there)."""
     sort_key = (row[0], row[1])
-    if descending:
-        index = bisect_left(rows, _Desc(sort_key), key=lambda r: _Desc((r[0], r[1])))
-    else:
-        index = bisect_left(rows, sort_key, key=lambda r: (r[0], r[1]))
-    if index < len(rows) and (rows[index][0], rows[index][1]) == sort_key:
+    # the first index whose row is not after `row` (a binary search; a new row is most
+    # often the newest, so the head of the list is tried first)
+    low, high = 0, len(rows)
+    if high and (rows[0][0], rows[0][1]) > sort_key:
+        low = 1
+        while low < high:
+            middle = (low + high) // 2
+            held = rows[middle]
+            if (held[0], held[1]) > sort_key:
+                low = middle + 1
+            else:
+                high = middle
+    if low < len(rows) and (rows[low][0], rows[low][1]) == sort_key:
         return False
-    if index >= limit:
+    if low >= limit:
         return False
-    rows.insert(index, row)
+    rows.insert(low, row)
     if len(rows) > limit:
-        if descending:
-            rows.pop()
-        else:
-            rows.pop(0)
-            return index > 0
+        rows.pop()
     return True
-
-
-class _Desc:
-    """Reverses the order of a sort key (for bisecting lists sorted descending)."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: tuple[Any, ...]) -> None:
-        self.key = key
-
-    def __lt__(self, other: _Desc) -> bool:
-        return self.key > other.key
 
 
 def _add_receipt_figures(head: _Head, fact: Fact, settings: CardSettings) -> None:
