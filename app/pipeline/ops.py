@@ -248,9 +248,24 @@ def is_op(message: object) -> TypeGuard[Op]:
     return type(message) in _OP_TYPES
 
 
+#: Each op class's field names, in order.
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _OP_TYPES
+}
+
+
+def _op_data(op: Op) -> dict[str, Any]:
+    """`{"op": kind, ...fields}`: what `dataclasses.asdict` gives, without its deep copy
+    (no op holds a dataclass; orjson writes a tuple as it writes a list)."""
+    data: dict[str, Any] = {"op": op.kind}
+    for name in _FIELD_NAMES[type(op)]:
+        data[name] = getattr(op, name)
+    return data
+
+
 def encode_op(op: Op) -> bytes:
     """The op as compact JSON: `{"op": kind, ...fields}`."""
-    return orjson.dumps({"op": op.kind, **dataclasses.asdict(op)})
+    return orjson.dumps(_op_data(op))
 
 
 def encode_ops(ops: Sequence[Op]) -> bytes:
@@ -261,7 +276,7 @@ def encode_ops(ops: Sequence[Op]) -> bytes:
     """
     if len(ops) == 1:
         return encode_op(ops[0])
-    return orjson.dumps([{"op": op.kind, **dataclasses.asdict(op)} for op in ops])
+    return orjson.dumps([_op_data(op) for op in ops])
 
 
 def join_ops(encoded: Sequence[bytes]) -> bytes:

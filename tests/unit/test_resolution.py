@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
+import orjson
 import pytest
 
 from app.domain.card import CardSettings
@@ -19,16 +21,22 @@ from app.pipeline.ops import (
     CheckCart,
     CheckIdentify,
     ClaimLink,
+    DecideDuplicate,
     GrantTakeover,
+    IndexPerson,
     LinkGained,
     LinkLost,
+    NoteDuplicate,
+    Op,
     RecordTakeover,
     ReleaseFacts,
     ReleaseGuard,
     ResolveLink,
     ReturnFacts,
+    UnindexPerson,
     decode_op,
     encode_op,
+    encode_ops,
 )
 from app.pipeline.steps import (
     Out,
@@ -461,6 +469,38 @@ def test_anonymous_profile_remembers_where_it_went() -> None:
 )
 def test_ops_round_trip(op: object) -> None:
     assert decode_op(encode_op(op)) == op  # type: ignore[arg-type]
+
+
+EVERY_OP: list[Op] = [
+    CheckIdentify('{"type":"identify"}'),
+    RecordTakeover("C-1", "phone:+48600100200", "e1", T0.isoformat()),
+    ReleaseGuard("ops", T0.isoformat()),
+    ClaimLink("C-1", "e1", T0.isoformat()),
+    GrantTakeover("C-2", "e1", T0.isoformat(), "C-1"),
+    ResolveLink('{"ż": "\\u0000"}'),
+    ReturnFacts(("{}", "[1]")),
+    AddFact("{}", via="email:a@x.pl"),
+    AbsorbFacts(("{}",)),
+    ReleaseFacts("email:a@x.pl", None, T0.isoformat(), "C-2"),
+    LinkGained("email:a@x.pl", "merged", "~email:a@x.pl", "e1", T0.isoformat()),
+    LinkLost("email:a@x.pl", "C-2", "e1", T0.isoformat()),
+    CheckCart(T0.isoformat()),
+    IndexPerson("C-1", {"first_name": "anna", "city": "łódź"}, ("k1", "k2")),
+    UnindexPerson("C-1", ("k1",)),
+    NoteDuplicate("C-2", 0.97, 12.5, (("first_name", "exact", 3.5, False),), T0.isoformat()),
+    DecideDuplicate("C-2", "same_person", "staff", T0.isoformat()),
+]
+
+
+def test_every_op_is_encoded_as_its_fields() -> None:
+    # encode_op skips dataclasses.asdict's deep copy: the bytes must stay those it gave
+    assert {type(op) for op in EVERY_OP} == set(get_args(Op))
+    for op in EVERY_OP:
+        expected = orjson.dumps({"op": op.kind, **dataclasses.asdict(op)})
+        assert encode_op(op) == expected
+        assert decode_op(expected) == op
+    expected = orjson.dumps([{"op": op.kind, **dataclasses.asdict(op)} for op in EVERY_OP])
+    assert encode_ops(EVERY_OP) == expected
 
 
 @pytest.mark.parametrize("raw", [b"", b"{}", b'{"op": "teleport"}', b'{"op": "add_fact"}', b"[]"])
