@@ -80,13 +80,15 @@ def run_cardstream(bench: Bench, count: int, workers: int) -> tuple[float, int]:
 
 def print_traffic(counters: Counter[str], count: int) -> None:
     """Per input event: internal ops and the messages carrying them, output records."""
-    internal = ("guard_ops", "identity_ops", "profile_ops")
+    internal = ("guard_ops", "identity_ops", "profile_ops", "people_ops", "duplicate_ops")
     ops = sum(counters[f"sent.{role}"] for role in internal)
     messages = sum(counters[f"messages.{role}"] for role in internal)
     cards = counters["sent.profile_changes"]
     changes = counters["sent.identity_changes"]
+    by_role = ", ".join(f"{role} {counters[f'messages.{role}'] / count:.2f}" for role in internal)
     print(
-        f"per event: {ops / count:.2f} internal ops in {messages / count:.2f} messages, "
+        f"per event: {ops / count:.2f} internal ops in {messages / count:.2f} messages "
+        f"({by_role}), "
         f"{cards / count:.2f} card records, {changes / count:.2f} identity changes",
         flush=True,
     )
