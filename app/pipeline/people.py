@@ -38,7 +38,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, cast, get_args
 
 import orjson
@@ -48,8 +47,8 @@ from app.domain.people import (
     IndexBlock,
     MatchModel,
     Person,
-    blocking_keys,
     drop_person,
+    keys_of,
     put_person,
     suggest_duplicates,
 )
@@ -129,12 +128,6 @@ _KIND_RANK = {kind: rank for rank, kind in enumerate(KEY_KINDS)}
 
 def _key_rank(key: str) -> tuple[int, str]:
     return _KIND_RANK.get(key.partition(":")[0], len(KEY_KINDS)), key
-
-
-@lru_cache(maxsize=65_536)
-def keys_of(person: Person) -> tuple[str, ...]:
-    """`blocking_keys(person)`, remembered for the people met again and again in blocks."""
-    return tuple(blocking_keys(person))
 
 
 def first_shared_key(keys: set[str], other: Person) -> str | None:

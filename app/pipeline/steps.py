@@ -57,7 +57,7 @@ from app.domain.identity import (
     split_claimable,
 )
 from app.domain.links import DEFAULT_BLOCKED_VALUES, link_key
-from app.domain.people import Person, blocking_keys, person_of
+from app.domain.people import Person, keys_of, person_of
 from app.domain.profile import (
     ProfileState,
     absorb_facts,
@@ -730,8 +730,8 @@ def person_outs(
     Person) for those it kept or gained; none when equal."""
     if before == after:
         return []
-    old = blocking_keys(before) if before is not None else []
-    new = blocking_keys(after) if after is not None else []
+    old = keys_of(before) if before is not None else ()
+    new = keys_of(after) if after is not None else ()
     kept = set(new)
     lost: dict[str, list[str]] = {}
     for key in old:

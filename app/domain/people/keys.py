@@ -121,6 +121,13 @@ def blocking_keys(person: Person) -> list[str]:
     )
 
 
+@lru_cache(maxsize=65_536)
+def keys_of(person: Person) -> tuple[str, ...]:
+    """`blocking_keys(person)`, remembered for the people met again and again (in blocks,
+    and a profile's Person before and after each change of its card)."""
+    return tuple(blocking_keys(person))
+
+
 def search_keys(query: PersonQuery) -> list[str]:
     """The keys to look up for a staff search.
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from functools import lru_cache
 
 #: Letters NFKD does not split into a base letter and a mark.
 _UNDECOMPOSED = str.maketrans(
@@ -53,6 +54,7 @@ _PHONE_DIGITS = 9
 FIELD_CHARS = 80
 
 
+@lru_cache(maxsize=65_536)
 def fold(text: str) -> str:
     """`text` case-folded, without accents, with punctuation runs as single spaces.
 
@@ -132,13 +134,17 @@ class Person:
 
     def to_json(self) -> dict[str, str]:
         """The known fields as a JSON object (what a worker stores per profile)."""
-        return {k: v for k, v in asdict(self).items() if v}
+        return {k: v for k, v in zip(_PERSON_FIELDS, self.values(), strict=True) if v}
 
     @classmethod
     def from_json(cls, data: Mapping[str, str]) -> Person:
         """The Person `to_json` wrote; unknown keys are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: Person's field names, in order (`Person.values`).
+_PERSON_FIELDS = tuple(f.name for f in fields(Person))
 
 
 def _text(attributes: Mapping[str, object], *names: str) -> str:
@@ -173,7 +179,7 @@ def person_of(attributes: Mapping[str, object], phone: str = "") -> Person | Non
     )
     if not (person.first_name or person.last_name or person.birth_date):
         return None
-    if any(len(getattr(person, f.name)) > FIELD_CHARS for f in fields(person)):
+    if any(len(value) > FIELD_CHARS for value in person.values()):
         cut = {f.name: getattr(person, f.name)[:FIELD_CHARS].strip() for f in fields(person)}
         person = Person(**cut)
     return person
