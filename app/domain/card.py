@@ -193,8 +193,20 @@ def _cart_of_view(view: Mapping[str, Any]) -> Cart:
     return Cart(lines, None if at is None else _parse(at), view["by"], view["ch"])
 
 
+#: The last cart view read and its cart. A head's blocks are never changed in place
+#: (`app.domain.profile` copies a block before writing it), so the very same view object
+#: is the same cart: a batch's deadline and its card read it once.
+_last_cart: tuple[Mapping[str, Any] | None, Cart] = (None, Cart())
+
+
 def _cart_of(state: ProfileState) -> Cart:
-    return _cart_of_view(state.blocks["cart_view"])
+    global _last_cart
+    view = state.blocks["cart_view"]
+    held, cart = _last_cart
+    if held is not view:
+        cart = _cart_of_view(view)
+        _last_cart = (view, cart)
+    return cart
 
 
 def cart_abandonment_at(state: ProfileState, settings: CardSettings) -> datetime | None:

@@ -667,8 +667,18 @@ def _add_promo(head: _Head, fact: Fact, order: list[str]) -> None:
 # --------------------------------------------------------------------------- folding
 
 
+#: The last horizon computed: (now, interest_days, horizon). A batch folds at one `now`.
+_last_horizon: tuple[datetime | None, int, str] = (None, 0, "")
+
+
 def _horizon(settings: CardSettings, now: datetime) -> str:
-    return iso(now - settings.interest_window)
+    """The interest window's start at `now`, in UTC ISO (remembered for the very same `now`)."""
+    global _last_horizon
+    held, days, horizon = _last_horizon
+    if held is not now or days != settings.interest_days:
+        horizon = iso(now - settings.interest_window)
+        _last_horizon = (now, settings.interest_days, horizon)
+    return horizon
 
 
 def _in_window(fact: Fact, settings: CardSettings, now: datetime) -> bool:
@@ -683,16 +693,16 @@ class FactTooLarge(ValueError):
     """A fact whose stored form would pass the record limit (it is dead-lettered, not kept)."""
 
 
-def _store_fact(store: FactStore, profile_id: str, fact: Fact) -> None:
-    """Write the fact's keys; raises FactTooLarge past MAX_RECORD_BYTES (a table value and
-    its changelog record must stay under the limit)."""
+def _store_fact(store: FactStore, profile_id: str, fact: Fact, key: bytes | None = None) -> None:
+    """Write the fact's keys (`key`: its home key, when known); raises FactTooLarge past
+    MAX_RECORD_BYTES (a table value and its changelog record must stay under the limit)."""
     value = fact_to_json(fact)
     if len(value) > MAX_RECORD_BYTES - 1024:
         raise FactTooLarge(
             f"the fact of event {fact.event_id[:80]} is {len(value):,} bytes stored, over the "
             f"{MAX_RECORD_BYTES:,}-byte record limit"
         )
-    store.put(_home_key(profile_id, fact), value)
+    store.put(_home_key(profile_id, fact) if key is None else key, value)
     event = fact.event
     if isinstance(event, Receipt):
         store.put(receipt_date_key(profile_id, iso(fact.date), event.receipt_id), b"")
@@ -706,13 +716,6 @@ def _home_key(profile_id: str, fact: Fact) -> bytes:
     if event.type in WINDOWED_TYPES:
         return window_key(profile_id, iso(fact.ts), fact.event_id)
     return fact_key(profile_id, fact.event_id)
-
-
-def _is_stored(store: FactStore, profile_id: str, fact: Fact) -> bool:
-    """True when this very event is held (not for receipts: see `_fold_receipt`).
-
-    A redelivered event is the same bytes, so its own key finds it."""
-    return store.get(_home_key(profile_id, fact)) is not None
 
 
 def _unstore_fact(store: FactStore, profile_id: str, fact: Fact) -> None:
@@ -931,7 +934,8 @@ def _fold_fact(
     pid = head.state.profile_id
     if isinstance(event, Receipt):
         return _fold_receipt(head, store, fact, settings)
-    if _is_stored(store, pid, fact):
+    key = _home_key(pid, fact)
+    if store.get(key) is not None:  # a redelivered event is the same bytes, under its own key
         return NO_BLOCKS  # a duplicate
     if not _in_window(fact, settings, now):
         # too old to count as interest: not kept, shown in the feed if recent enough
@@ -944,7 +948,7 @@ def _fold_fact(
         )
         added = _touch(head, fact) or added
         return frozenset({"activity"}) if added else NO_BLOCKS
-    _store_fact(store, pid, fact)
+    _store_fact(store, pid, fact, key)
     _note_windowed(head, fact)
     _accumulate(head, fact, settings, windowed=True)
     return BLOCKS_BY_TYPE[event.type]
