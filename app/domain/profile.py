@@ -369,9 +369,9 @@ class _Head:
     def result(self, bump: bool) -> ProfileState:
         if "cart" in self._copied:
             self.blocks["cart_view"] = replay_cart_rows(self.blocks["cart"])
-        return replace(
-            self.state, blocks=self.blocks, version=self.state.version + (1 if bump else 0)
-        )
+        state = self.state
+        version = state.version + 1 if bump else state.version
+        return ProfileState(state.profile_id, version, state.cart_notified, self.blocks)
 
 
 def _later(a: Sequence[Any] | None, b: Sequence[Any]) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
@@ -385,18 +385,17 @@ def _note_link_change(
     """Record a link gained or lost by `profile_id` (idempotent per event)."""
     current = state or ProfileIdentity()
     entry: dict[str, str | None]
+    merged, forwarded = current.merged_from, current.forwarded_to
     if isinstance(op, LinkGained):
         links = tuple(sorted({*current.links, op.link_key}))
-        merged = current.merged_from
         if op.change == "merged" and op.previous_owner and op.previous_owner not in merged:
             merged = (*merged, op.previous_owner)
         entry = _history_entry(op.change, op.link_key, profile_id, op.previous_owner, op)
-        updated = replace(current, links=links, merged_from=merged)
     else:
         links = tuple(k for k in current.links if k != op.link_key)
-        forwarded = op.new_owner if is_anonymous_profile(profile_id) else current.forwarded_to
+        if is_anonymous_profile(profile_id):
+            forwarded = op.new_owner
         entry = _history_entry("lost", op.link_key, op.new_owner, profile_id, op)
-        updated = replace(current, links=links, forwarded_to=forwarded)
     if entry in current.history:
         return current
     # a total order (one event gains several links): the card must not depend on arrival
@@ -406,7 +405,7 @@ def _note_link_change(
             key=lambda e: (e["at"] or "", e["event_id"] or "", e["link"] or "", e["kind"] or ""),
         )
     )
-    return replace(updated, history=history[-HISTORY_LIMIT:])
+    return ProfileIdentity(links, merged, history[-HISTORY_LIMIT:], forwarded)
 
 
 # --------------------------------------------------------------------------- the profile agent
