@@ -456,19 +456,21 @@ def _activity(
     blocks: Mapping[str, Any], cart: Cart, settings: CardSettings, now: datetime
 ) -> list[dict[str, Any]]:
     rows = blocks["activity"]  # newest first already
+    changed_at = cart.changed_at
+    if changed_at is None or not cart.abandoned(settings.cart_idle, now):
+        return [dict(row[2]) for row in rows[: settings.activity_limit]]
     entries = [row[2] for row in rows]
-    if cart.abandoned(settings.cart_idle, now) and cart.changed_at is not None:
-        at = _iso(cart.changed_at + settings.cart_idle) or ""
-        count = sum(line.quantity for line in cart.lines)
-        entry = {
-            "at": at,
-            "category": _web_category(cart.channel or ""),
-            "kind": "cart_abandoned",
-            "description": f"Abandoned the cart with {count} item{'s' if count != 1 else ''}",
-        }
-        # after every row at a later time, or at the same time with an event id: ("" sorts first)
-        index = next((i for i, row in enumerate(rows) if row[0] < at), len(rows))
-        entries.insert(index, entry)
+    at = _iso(changed_at + settings.cart_idle) or ""
+    count = sum(line.quantity for line in cart.lines)
+    entry = {
+        "at": at,
+        "category": _web_category(cart.channel or ""),
+        "kind": "cart_abandoned",
+        "description": f"Abandoned the cart with {count} item{'s' if count != 1 else ''}",
+    }
+    # after every row at a later time, or at the same time with an event id: ("" sorts first)
+    index = next((i for i, row in enumerate(rows) if row[0] < at), len(rows))
+    entries.insert(index, entry)
     return [dict(entry) for entry in entries[: settings.activity_limit]]
 
 

@@ -37,9 +37,9 @@ from app.domain.events import Identify, parse_event
 from app.domain.facts import (
     FactStore,
     OverlayFactStore,
-    fact_from_json,
     fact_header,
     fact_to_json,
+    facts_from_json,
 )
 from app.domain.identity import (
     Claim,
@@ -340,8 +340,8 @@ class ProfileIdentity:
         """name -> sorted values, as the lookup API shows them."""
         grouped: dict[str, list[str]] = {}
         for key in self.links:
-            ref = split_key(key)
-            grouped.setdefault(ref.name, []).append(ref.value)
+            name, _, value = key.partition(":")  # as split_key, without its model
+            grouped.setdefault(name, []).append(value)
         return {name: sorted(values) for name, values in sorted(grouped.items())}
 
     def to_json(self) -> bytes:
@@ -489,7 +489,7 @@ def _fold_facts(
         result = fold_event(current, store, parse_event(op.event), op.via, settings, now)
         return result.state, [], result.changed_blocks
     if isinstance(op, AbsorbFacts):
-        facts = [fact_from_json(raw) for raw in op.facts]
+        facts = facts_from_json(op.facts)
         result = absorb_facts(current, store, facts, settings, now)
         return result.state, [], result.changed_blocks
     taken = take_facts(

@@ -44,7 +44,13 @@ from app.domain.card import (
     take_facts,
 )
 from app.domain.events import AnyEvent, parse_event
-from app.domain.facts import Fact, MemoryFactStore, fact_from_json, fact_to_json
+from app.domain.facts import (
+    Fact,
+    MemoryFactStore,
+    fact_from_json,
+    fact_to_json,
+    facts_from_json,
+)
 from tests.fixtures.factories import make_event, make_identify, make_receipt
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -578,6 +584,23 @@ def test_a_fact_handed_over_as_json_keeps_the_receipt_date() -> None:
     assert held(other, "C-1", "d") == [(iso(0), "R-1")]
     with pytest.raises(ValueError, match="not a stored fact"):
         fact_from_json(b'[null, null, {"type": "receipt"}]')
+
+
+def test_facts_read_together_are_those_read_one_by_one() -> None:
+    store = MemoryFactStore()
+    events = [receipt("R-1", 80.0, 1, "r1"), behaviour("tag", 2, "t1", tag="vip")]
+    fold(ProfileState("C-1"), store, *((event, None) for event in events))
+    raws = sorted(store.values.values())
+    raws = [raw for raw in raws if raw]  # not the receipt's date index entry
+    assert facts_from_json(raws) == [fact_from_json(raw) for raw in raws]
+    assert facts_from_json([raw.decode() for raw in raws]) == facts_from_json(raws)
+    bad_json, bad_event = b"[1, null", b'[1, null, "2026-11-01T00:00:00+00:00", null, {}]'
+    for faulty in ([raws[0], bad_event, bad_json], [raws[1], bad_json, bad_event]):
+        with pytest.raises(ValueError) as one_by_one:
+            [fact_from_json(raw) for raw in faulty]
+        with pytest.raises(ValueError) as together:
+            facts_from_json(faulty)
+        assert str(together.value) == str(one_by_one.value)
 
 
 def test_the_cart_marker_is_not_a_fact_and_stays_with_the_profile() -> None:
