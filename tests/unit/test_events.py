@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -11,10 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.events import (
+    EARLIEST_TS,
     EVENT_MODELS,
+    LATEST_TS,
     Identify,
     InvalidEvent,
     Receipt,
+    _plausible_time,
     accept_record,
     event_key,
     event_to_json,
@@ -438,3 +442,48 @@ def test_duplicate_keys_are_found_exactly_however_the_json_is_written(text: str)
         assert fault is not None and fault.startswith("event: duplicate key"), text
     else:
         assert fault is None, (text, fault)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1998, 1, 1),
+        max_value=datetime(2102, 1, 1),
+        timezones=st.builds(
+            timezone,
+            st.timedeltas(
+                min_value=-timedelta(hours=23, minutes=59),
+                max_value=timedelta(hours=23, minutes=59),
+            ),
+        ),
+    )
+)
+def test_event_times_are_plausible_exactly_within_2000_to_2100(ts: datetime) -> None:
+    # the check skips the comparison for the years well inside the range
+    inside = EARLIEST_TS <= ts < LATEST_TS
+    try:
+        _plausible_time(ts)
+    except ValueError:
+        assert not inside
+    else:
+        assert inside
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2000-01-01T00:30:00+01:00",
+        "2000-01-01T00:00:00+00:00",
+        "2000-12-31T23:00:00-23:00",
+        "2099-12-31T23:59:59+00:00",
+        "2099-12-31T23:59:59-00:01",
+        "2098-12-31T23:59:59-23:59",
+    ],
+)
+def test_the_edges_of_the_plausible_range(text: str) -> None:
+    ts = datetime.fromisoformat(text)
+    inside = EARLIEST_TS <= ts < LATEST_TS
+    if inside:
+        assert _plausible_time(ts) is ts
+    else:
+        with pytest.raises(ValueError, match="is outside"):
+            _plausible_time(ts)
