@@ -57,10 +57,17 @@ class Channels:
     duplicate_ops: TopicT
     duplicate_suggestions: TopicT
     muted: frozenset[Role] = frozenset()
+    #: Partitions of each internal topic, when a batch's ops for one partition travel in
+    #: envelopes (`app.pipeline.envelopes`); None: one message per key.
+    envelope_partitions: int | None = None
 
     @classmethod
     def declare(
-        cls, app: faust.App, topics: Topics, muted: frozenset[Role] = frozenset()
+        cls,
+        app: faust.App,
+        topics: Topics,
+        muted: frozenset[Role] = frozenset(),
+        envelopes: bool = False,
     ) -> Channels:
         """Declare the app's topics; names come from the registry only."""
 
@@ -89,6 +96,7 @@ class Channels:
             duplicate_ops=internal(Role.DUPLICATE_OPS),
             duplicate_suggestions=raw(topics.duplicate_suggestions.name),
             muted=muted,
+            envelope_partitions=topics.partitions if envelopes else None,
         )
 
     def by_role(self, role: Role) -> TopicT:

@@ -94,7 +94,10 @@ def create_app(settings: Settings) -> faust.App:
     )
     apply_faust_patches(app, settings)  # app/worker/faust_patches.py: every one, and why
     channels = Channels.declare(
-        app, topics, muted=frozenset() if settings.publish_outputs else OUTPUT_ROLES
+        app,
+        topics,
+        muted=frozenset() if settings.publish_outputs else OUTPUT_ROLES,
+        envelopes=settings.op_envelopes,
     )
     tables = Tables.declare(app, topics)
     stats = WorkerStats()

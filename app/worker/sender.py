@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
         "log.connection.close": False,  # a broker stopping is not worth a log line
         **extra,
     }
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Faust's producer (aiokafka), the Java client and librdkafka's
+    `murmur2_random` send `key` to, of `partitions`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class UndeliveredMessages(RuntimeError):
@@ -229,4 +236,4 @@ class Sender:
             log.error("%s messages were not delivered before the worker stopped", left)
 
 
-__all__ = ["Deliveries", "KafkaException", "Sender", "UndeliveredMessages"]
+__all__ = ["Deliveries", "KafkaException", "Sender", "UndeliveredMessages", "key_partition"]

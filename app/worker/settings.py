@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         description="Send what agents' batches send, changelog records included, through "
         "librdkafka (confluent-kafka) instead of Faust's Python producer (faster)",
     )
+    op_envelopes: bool = Field(
+        True,
+        description="Pack the internal ops a batch makes for one partition into one message "
+        "(fewer records to read); off: one message per key, all an older worker reads (a "
+        "rolling upgrade turns it on once every worker runs this version)",
+    )
     max_poll_records: int = Field(
         2000, ge=1, description="Most records one consumer poll returns (Faust: no limit)"
     )

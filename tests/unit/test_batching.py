@@ -275,8 +275,13 @@ def test_records_are_grouped_by_partition_and_key_in_arrival_order() -> None:
         return cast(EventT, SimpleNamespace(message=message))
 
     records = [record(0, b"a", 1), record(1, b"b", 2), record(0, b"a", 3), record(2, b"a", 4)]
-    groups = by_key(records)
-    assert [[r.message.value for r in group] for group in groups] == [[b"1", b"3"], [b"2"], [b"4"]]
+    groups, broken = by_key(records)
+    assert [[value for _, value in group.messages] for group in groups] == [
+        [b"1", b"3"],
+        [b"2"],
+        [b"4"],
+    ]
+    assert [group.key for group in groups] == [b"a", b"b", b"a"] and broken == []
 
 
 def test_an_event_too_large_to_store_is_refused_alone_and_the_batch_folds() -> None:

@@ -134,16 +134,24 @@ async def send(
     key: bytes | None,
     value: bytes | None,
     headers: Sequence[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
 ) -> None:
-    """Send one message; inside an agent's batch, the batch's table writes wait until it
-    is delivered (`app.worker.faust_patches.StagedBatch`), and it goes through librdkafka
-    when the worker sends that way (`app.worker.sender`)."""
+    """Send one message (to `partition`, else where its key goes); inside an agent's batch,
+    the batch's table writes wait until it is delivered
+    (`app.worker.faust_patches.StagedBatch`), and it goes through librdkafka when the
+    worker sends that way (`app.worker.sender`)."""
     batch = staged_batch()
     sender = batch_sender()
     if batch is not None and sender is not None:
-        await sender.send(batch.sent_through(sender), topic.get_topic_name(), key, value, headers)
+        await sender.send(
+            batch.sent_through(sender), topic.get_topic_name(), key, value, headers, partition
+        )
         return
-    delivery = await topic.send(key=key, value=value, headers=list(headers) if headers else None)
+    listed = list(headers) if headers else None
+    if partition is None:  # a fake topic of the tests takes no partition
+        delivery = await topic.send(key=key, value=value, headers=listed)
+    else:
+        delivery = await topic.send(key=key, value=value, headers=listed, partition=partition)
     if batch is not None:
         batch.note_sent(delivery)
 
@@ -254,12 +262,14 @@ async def send_dead_letter(
     reason: str,
     value: bytes | None = None,
     counters: Counter[str] | None = None,
+    key: bytes | None = None,
 ) -> None:
     """Send `record` unchanged (key, value, headers) to the dead-letter topic with `reason`.
 
     The letter's headers are the reason and origin (`dead_letter_headers`), then the
     record's own (`kept_headers`); a null value stays null. `value` replaces the
-    record's value: the one op of a several-op message that failed. Nothing is sent
+    record's value: the one op of a several-op message that failed; `key` its key: that
+    of one key's segment of an envelope (`app.pipeline.envelopes`). Nothing is sent
     while dead letters are muted (a rebuild: the live state version dead-lettered
     the same input records already). A letter over the record limit goes in a
     bounded form (`app.pipeline.limits.bound_dead_letter`: the value truncated, its size in
@@ -270,12 +280,13 @@ async def send_dead_letter(
         return
     msg = record.message
     letter_value = msg.value if value is None else value
+    letter_key = msg.key if key is None else key
     headers = [
         *dead_letter_headers(msg.topic, msg.partition, msg.offset, reason, datetime.now(UTC)),
         *kept_headers(msg.headers),
     ]
-    if not fits(msg.key, letter_value, headers):
-        size = record_bytes(msg.key, letter_value, headers)
+    if not fits(letter_key, letter_value, headers):
+        size = record_bytes(letter_key, letter_value, headers)
         if counters is not None:
             counters["too_large.dead_letter"] += 1
         log.warning(
@@ -291,7 +302,7 @@ async def send_dead_letter(
                 "record_bytes": size,
             },
         )
-    await _send_letter(channels, *bound_dead_letter(msg.key, letter_value, headers))
+    await _send_letter(channels, *bound_dead_letter(letter_key, letter_value, headers))
 
 
 async def dead_letter_failure(
@@ -301,8 +312,10 @@ async def dead_letter_failure(
     record: EventT,
     exc: Exception,
     value: bytes | None = None,
+    key: bytes | None = None,
 ) -> None:
-    """A step raised: keep the message (dead-lettered with the error) and carry on.
+    """A step raised: keep the message (dead-lettered with the error) and carry on;
+    `value` and `key` in place of the record's (`send_dead_letter`).
 
     Bugs must not lose input nor stop an agent. The log has the traceback's frames
     and the error's class, not its message: that may quote the record's personal
@@ -312,7 +325,7 @@ async def dead_letter_failure(
     msg = record.message
     log_failure(agent, msg.topic, msg.partition, msg.offset, exc)
     reason = f"internal error in {agent}: {exc!r}"[:1000]
-    await send_dead_letter(channels, record, reason, value, counters)
+    await send_dead_letter(channels, record, reason, value, counters, key)
 
 
 # Log lines name a record by topic, partition and offset, never by its content: an
