@@ -116,6 +116,7 @@ so those records are read again once it is resumed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import contextvars
 import itertools
@@ -499,8 +500,8 @@ class StagedBatch:
 
     #: Latest staged value of each (table, raw key): (batch, sequence, partition event, value).
     latest: dict[tuple[Table, Any], tuple[StagedBatch, int, Any, Any]] = {}
-    #: The raw keys staged in each (table, partition) (some perhaps written since).
-    in_partition: dict[tuple[Table, int], set[Any]] = {}
+    #: The raw keys staged in each (table, partition), sorted (a prefix scan reads a range).
+    in_partition: dict[tuple[Table, int], list[bytes]] = {}
 
     def __init__(self) -> None:
         self.writes: list[tuple[int, Table, Any, Any, Any]] = []  # seq, table, key, event, value
@@ -525,9 +526,22 @@ class StagedBatch:
         self.writes.append((seq, table, key, event, value))
         StagedBatch.latest[where] = (self, seq, event, value)
         if event is not None:
-            StagedBatch.in_partition.setdefault((table, event.message.partition), set()).add(
-                where[1]
-            )
+            keys = StagedBatch.in_partition.setdefault((table, event.message.partition), [])
+            at = bisect.bisect_left(keys, where[1])
+            if at == len(keys) or keys[at] != where[1]:
+                keys.insert(at, where[1])
+
+    @staticmethod
+    def _unlist(table: Table, key: bytes, event: Any) -> None:
+        """`key` is staged no more in its partition's sorted keys."""
+        if event is None:
+            return
+        keys = StagedBatch.in_partition.get((table, event.message.partition))
+        if keys is None:
+            return
+        at = bisect.bisect_left(keys, key)
+        if at < len(keys) and keys[at] == key:
+            del keys[at]
 
     def read(self, table: Table, key: Any) -> Any:
         entry = StagedBatch.latest.get((table, _raw(key)))
@@ -536,16 +550,21 @@ class StagedBatch:
         self.note(entry)
         return entry[3]
 
-    def staged_in_partition(self, table: Table, partition: int) -> dict[bytes, Any]:
-        """This table's staged values in `partition` (raw keys; `_DELETED` for a deletion)."""
+    def staged_in_partition(
+        self, table: Table, partition: int, prefix: bytes = b""
+    ) -> dict[bytes, Any]:
+        """This table's staged values in `partition` whose keys start with `prefix` (raw keys;
+        `_DELETED` for a deletion)."""
         keys = StagedBatch.in_partition.get((table, partition))
         if not keys:
             return {}
         found = {}
-        for key in list(keys):
+        at = bisect.bisect_left(keys, prefix)
+        while at < len(keys) and keys[at].startswith(prefix):
+            key = keys[at]
+            at += 1
             entry = StagedBatch.latest.get((table, key))
-            if entry is None:  # written since
-                keys.discard(key)
+            if entry is None:  # written since (and left listed): not staged
                 continue
             self.note(entry)
             found[key] = entry[3]
@@ -606,10 +625,11 @@ class StagedBatch:
         self.failed = True
         self.delivered.set()
         self.on_applied = []  # its records come again and tell again
-        for _, table, key, _, _ in self.writes:
+        for _, table, key, event, _ in self.writes:
             where = (table, _raw(key))
             if (entry := StagedBatch.latest.get(where)) is not None and entry[0] is self:
                 del StagedBatch.latest[where]
+                StagedBatch._unlist(table, where[1], event)
 
     @staticmethod
     def _apply(group: list[StagedBatch]) -> None:
@@ -647,6 +667,7 @@ class StagedBatch:
                 where = (table, _raw(key))
                 if (entry := StagedBatch.latest.get(where)) is not None and entry[1] == seq:
                     del StagedBatch.latest[where]
+                    StagedBatch._unlist(table, where[1], event)
         finally:
             _current_event.set(before)
         if changelogs is not None and tables:
@@ -879,9 +900,10 @@ def set_current_event(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def partition_databases(table: TableT) -> list[Any]:
-    """The rocksdict databases of `table` to scan: the current event's partition inside an
-    agent, every partition this worker holds outside one; none for an in-memory table.
+def partition_databases(table: TableT, prefix: bytes = b"") -> list[Any]:
+    """The rocksdict databases of `table` to scan for keys starting with `prefix`: the
+    current event's partition inside an agent (seen through the batch's staged writes of
+    such keys), every partition this worker holds outside one; none for an in-memory table.
 
     Faust has no range read; its RocksDB store keeps one database per partition
     (`Store._dbs` and `Store._db_for_partition`, private in faust-streaming 0.15).
@@ -895,7 +917,7 @@ def partition_databases(table: TableT) -> list[Any]:
         db = store._db_for_partition(event.message.partition)
         batch = _batch.get()
         if batch is not None and isinstance(table, Table):  # the batch's staged writes too
-            staged = batch.staged_in_partition(table, event.message.partition)
+            staged = batch.staged_in_partition(table, event.message.partition, prefix)
             if staged:
                 return [StagedView(db, staged)]
         return [db]

@@ -40,7 +40,7 @@ class TableFactStore:
     def scan(
         self, prefix: bytes, *, reverse: bool = False, before: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
-        dbs = partition_databases(self.table)
+        dbs = partition_databases(self.table, prefix)
         if not dbs:  # an in-memory table (no partitions to seek): filter every key
             keys = sorted(k for k in self.table if k.startswith(prefix))
             keys = [k for k in keys if before is None or k < before]
