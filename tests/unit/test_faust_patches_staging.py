@@ -258,6 +258,33 @@ def test_a_scan_sees_the_staged_writes_in_key_order() -> None:
     assert list(view.items(backwards=True)) == [(b"p/e", b"five"), (b"p/b", b"2"), (b"p/a", b"1")]
 
 
+def test_a_prefix_scan_sees_and_depends_on_the_staged_keys_under_its_prefix_only() -> None:
+    async def run() -> None:
+        _app, table = a_table()
+        first, token = begin_batch()
+        _event = in_partition(2)
+        for key in (b"C-1/a", b"C-2/a", b"C-10/a", b"C-1/b"):
+            table[key] = b"v"
+        end_batch(token)
+        second, token = begin_batch()
+        assert set(second.staged_in_partition(table, 2, b"C-1/")) == {b"C-1/a", b"C-1/b"}
+        assert second.depends_on == {first}
+        assert second.staged_in_partition(table, 2, b"C-3/") == {}
+        assert second.staged_in_partition(table, 1, b"C-1/") == {}  # another partition
+        end_batch(token)
+        third, token = begin_batch()
+        assert third.staged_in_partition(table, 2, b"C-3/") == {}
+        assert third.depends_on == set()  # it read nothing the first batch staged
+        end_batch(token)
+        await first.finish()
+        assert stored(table) == {k: b"v" for k in (b"C-1/a", b"C-2/a", b"C-10/a", b"C-1/b")}
+        fourth, token = begin_batch()
+        assert fourth.staged_in_partition(table, 2) == {}  # written: listed no more
+        end_batch(token)
+
+    asyncio.run(run())
+
+
 # --------------------------------------------------------------------------- patch 6
 
 
