@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import cast
 
@@ -51,12 +52,24 @@ def check_web_exposure(settings: Settings) -> None:
     )
 
 
+def tune_gc(threshold: int) -> None:
+    """Let Python's cyclic garbage collector run less often: a busy worker allocates many
+    short-lived objects per event (decoded events, facts, cards), and the default
+    threshold (700 allocations) collects the young generation many times per batch.
+    `bench.baseline 20000`, two runs each: 1,089-1,145 events/s against 895-1,086 with
+    Python's defaults. 0: Python's defaults."""
+    if threshold <= 0:
+        return
+    gc.set_threshold(threshold, 50, 1000)
+
+
 def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app with every agent, table and web route registered; raises
     UnsupportedFaust for a faust-streaming other than the pinned one, and StartRefused
     when its web server would be open to the network (`check_web_exposure`)."""
     check_faust_version()
     check_web_exposure(settings)
+    tune_gc(settings.gc_threshold)
     topics = load_topics(settings.topics_file)
     credentials = ApiCredentials.from_settings(settings)
     app = faust.App(

@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         "(fewer records to read); off: one message per key, all an older worker reads (a "
         "rolling upgrade turns it on once every worker runs this version)",
     )
+    gc_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="Allocations between two collections of Python's youngest garbage "
+        "generation (Python's default: 700; 0 keeps Python's defaults)",
+    )
     max_poll_records: int = Field(
         2000, ge=1, description="Most records one consumer poll returns (Faust: no limit)"
     )
