@@ -5,7 +5,7 @@ the profile), half only a device link (through the identity agent), each for
 its own profile, so each event yields one profile-change record under a known
 key. Reads `cdp.profile-changes` alongside and prints p50 / p99 / max.
 
-    python -m bench.latency [RATE] [SECONDS]
+    python -m bench.latency [RATE] [SECONDS] [WORKERS]
 """
 
 from __future__ import annotations
@@ -76,10 +76,12 @@ def send_paced(
     producer.flush()
 
 
-def main(rate: float = 2000, seconds: float = 20) -> None:
+def main(rate: float = 2000, seconds: float = 20, workers: float = 1) -> None:
     with embedded_bench() as bench:
-        worker = bench.worker().start()
-        worker.wait_ready()
+        app_id = f"latency-{time.monotonic_ns()}"
+        procs = [bench.worker(n, app_id).start() for n in range(int(workers))]
+        for proc in procs:
+            proc.wait_ready()
         topic = bench.topics.profile_changes.name
         consumer = Consumer(
             {
@@ -123,11 +125,13 @@ def main(rate: float = 2000, seconds: float = 20) -> None:
         done.set()
         reader.join()
         consumer.close()
-        worker.stop()
+        for proc in procs:
+            proc.stop()
     got = len(latencies)
     ms = [x * 1000 for x in latencies]
     print(
-        f"send -> cdp.profile-changes at {rate:,.0f} events/s for {seconds:.0f}s, 1 worker: "
+        f"send -> cdp.profile-changes at {rate:,.0f} events/s for {seconds:.0f}s, "
+        f"{int(workers)} worker(s): "
         f"{got}/{total} arrived; p50 {percentile(ms, 0.5):,.0f} ms, "
         f"p99 {percentile(ms, 0.99):,.0f} ms, max {max(ms):,.0f} ms"
     )

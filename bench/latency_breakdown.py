@@ -32,6 +32,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from app.pipeline.envelopes import decode_envelope, is_envelope
 from app.tools.producer import ChannelProducer
 from app.tools.runner import EMBEDDED_BROKER_SETTINGS, WorkerProcess
 from app.tools.scenario import scenario_clock
@@ -77,9 +78,13 @@ def create_times(
             if msg.error() is not None:
                 continue
             last = time.monotonic()
-            n = event_number(msg.key())
-            if n is not None and n not in times:
-                times[n] = msg.timestamp()[1] / 1000
+            value = msg.value()
+            # an envelope (app.pipeline.envelopes) names several keys: each of its segments
+            keys = [key for key, _ in decode_envelope(value)] if is_envelope(value) else [msg.key()]
+            for key in keys:
+                n = event_number(key)
+                if n is not None and n not in times:
+                    times[n] = msg.timestamp()[1] / 1000
     consumer.close()
     return times
 
