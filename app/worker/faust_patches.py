@@ -43,6 +43,9 @@ Replaced or wrapped (process-wide, once per worker):
    table writes, through one librdkafka producer (`app.worker.sender.Sender`) instead
    of Faust's producer buffer and aiokafka's Python producer, which cost several
    hundred microseconds of the event loop per record (not a bug; no upstream issue).
+   A batch's writes go to the changelog first and to RocksDB once delivered
+   (`StagedBatch._apply` says why); `app.worker.failpoints` lets a test kill the worker
+   between the steps.
 
 Subclassed: `Worker` (Faust's root logger left at DEBUG). Read, because Faust offers
 no public way: the current event of a stream (`set_current_event`), the RocksDB
@@ -142,6 +145,7 @@ from faust.types import TP, EventT, TableT
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from app.worker.end_offsets import read_end_offsets
+from app.worker.failpoints import failpoint
 from app.worker.sender import Deliveries, Sender, UndeliveredMessages
 from app.worker.settings import Settings
 
@@ -633,67 +637,144 @@ class StagedBatch:
 
     @staticmethod
     def _apply(group: list[StagedBatch]) -> None:
-        before = _current_event.get(None)
+        """Make the writes of `group` (each key's last value, in the order staged).
+
+        Through Faust (no `Sender`): RocksDB and Faust's changelog record at once. Through
+        patch 9's `Sender`: the changelog records first; RocksDB only once all of them are
+        delivered (`_materialize`, one group after another). RocksDB then never holds a
+        value its changelog lacks: a worker SIGKILLed between the two recovers the value
+        from the changelog (Faust reads it from the offset noted in RocksDB on), instead
+        of keeping a value no changelog has (lost with the data directory) while that
+        replay puts older values back on other keys of the same profile (a fact stored
+        with its profile's counts rolled back: the event, read again, found "already
+        counted"). Until written, the values stay staged: every batch reads them.
+        """
         sender = _sender
+        writes = sorted((w for b in group for w in b.writes), key=lambda w: w[0])
+        last = {(w[1], _raw(w[2])): w for w in writes}  # each key's last value only
+        ordered = sorted(last.values(), key=lambda w: w[0])
         changelogs = None if sender is None else sender.deliveries()
         if changelogs is not None:
-            changelogs.offsets = {}
-        tables: dict[str, Table] = {}
+            changelogs.offsets = {}  # before the first delivery report can come
+        held: list[tuple[int, Table, Any, Any, Any]] = []
+        before = _current_event.get(None)
         try:
-            writes = sorted((w for b in group for w in b.writes), key=lambda w: w[0])
-            last = {(w[1], _raw(w[2])): w for w in writes}  # each key's last value only
-            for seq, table, key, event, value in sorted(last.values(), key=lambda w: w[0]):
-                # the partition the write was made for
-                _current_event.set(weakref.ref(event) if event is not None else None)
+            for write in ordered:
+                seq, table, key, event, value = write
                 if sender is None or changelogs is None or event is None:
+                    # the partition the write was made for
+                    _current_event.set(weakref.ref(event) if event is not None else None)
                     if value is _DELETED:
                         _FAUST_DELITEM(table, key)
                     else:
                         _FAUST_SETITEM(table, key, value)
-                else:  # RocksDB, then the changelog record, as Faust's own write
-                    if value is _DELETED:
-                        del table.data[key]
-                    else:
-                        table.data[key] = value
-                    changelog = table.changelog_topic.get_topic_name()
-                    tables[changelog] = table
-                    sender.send_now(
-                        changelogs,
-                        changelog,
-                        _raw(key),
-                        None if value is _DELETED else _raw(value),
-                        event.message.partition,
-                    )
-                where = (table, _raw(key))
-                if (entry := StagedBatch.latest.get(where)) is not None and entry[1] == seq:
-                    del StagedBatch.latest[where]
-                    StagedBatch._unlist(table, where[1], event)
+                    _unstage(table, key, seq, event)
+                    continue
+                sender.send_now(
+                    changelogs,
+                    table.changelog_topic.get_topic_name(),
+                    _raw(key),
+                    None if value is _DELETED else _raw(value),
+                    event.message.partition,
+                )
+                held.append(write)
         finally:
             _current_event.set(before)
-        if changelogs is not None and tables:
-            task = asyncio.ensure_future(_persist_offsets(changelogs, tables))
-            _persisting.add(task)
-            task.add_done_callback(_persisting.discard)
+        callbacks: list[Callable[[], None]] = []
         for batch in group:
             batch.applied = True
             batch.writes, batch.sent, batch.depends_on = [], [], set()
             batch.deliveries = None
-        for batch in group:
-            batch._tell()
+            callbacks.extend(batch.on_applied)
+            batch.on_applied = []
+        if changelogs is None or not held:
+            _tell(callbacks)
+            return
+        failpoint("changelog-sent")
+        global _materializing
+        task = asyncio.ensure_future(_materialize(_materializing, changelogs, held, callbacks))
+        _materializing = task
+        _persisting.add(task)
+        task.add_done_callback(_persisting.discard)
 
     def _tell(self) -> None:
         """Run what waited for this batch's writes (a failing callback costs no write)."""
         callbacks, self.on_applied = self.on_applied, []
-        for callback in callbacks:
+        _tell(callbacks)
+
+
+def _tell(callbacks: list[Callable[[], None]]) -> None:
+    """Run what waited for some writes (a failing callback costs no write)."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("a callback after a batch's writes failed")
+
+
+def _unstage(table: Table, key: Any, seq: int, event: Any) -> None:
+    """The write `seq` of `key` is made: unless a later one is staged, reads go to RocksDB."""
+    where = (table, _raw(key))
+    if (entry := StagedBatch.latest.get(where)) is not None and entry[1] == seq:
+        del StagedBatch.latest[where]
+        StagedBatch._unlist(table, where[1], event)
+
+
+async def _materialize(
+    previous: asyncio.Future[bool] | None,
+    changelogs: Deliveries,
+    held: list[tuple[int, Table, Any, Any, Any]],
+    callbacks: list[Callable[[], None]],
+) -> bool:
+    """Write `held` (a group's writes, their changelog records sent) to RocksDB once the
+    group before it is written and these records are delivered; then note in each table
+    partition's RocksDB how far its changelog is held there (Faust's `_on_changelog_sent`:
+    a restart reads only what came after) and tell who waited. False (nothing written,
+    the values staged still) when a delivery failed, here or in a group before: a failed
+    delivery also fails the next commit (`Sender.drained`), and the worker restarts from
+    the changelogs."""
+    if previous is not None and not await previous:
+        return False
+    try:
+        await changelogs.wait()
+    except UndeliveredMessages:
+        log.error("a changelog record was not delivered: offsets will not be committed")
+        return False
+    failpoint("changelog-delivered")
+    tables: dict[str, Table] = {}
+    before = _current_event.get(None)
+    try:
+        for seq, table, key, event, value in held:
+            _current_event.set(weakref.ref(event))  # the partition the write was made for
             try:
-                callback()
-            except Exception:
-                log.exception("a callback after a batch's writes failed")
+                if value is _DELETED:
+                    del table.data[key]
+                else:
+                    table.data[key] = value
+            except Exception:  # the partition moved away meanwhile: its owner reads the changelog
+                log.debug("write of %r not made in RocksDB", key, exc_info=True)
+            tables[table.changelog_topic.get_topic_name()] = table
+            _unstage(table, key, seq, event)
+    finally:
+        _current_event.set(before)
+    failpoint("rocksdb-written")
+    for (topic, partition), offset in (changelogs.offsets or {}).items():
+        written = tables.get(topic)
+        if written is None:
+            continue
+        try:
+            written.data.set_persisted_offset(TP(topic, partition), offset)
+        except Exception:  # the partition moved away meanwhile: its next owner reads on
+            log.debug("persisted offset of %s[%s] not noted", topic, partition, exc_info=True)
+    _tell(callbacks)
+    return True
 
 
 #: The producer batches send through (`use_sender`); None: Faust's own.
 _sender: Sender | None = None
-_persisting: set[asyncio.Future[None]] = set()
+_persisting: set[asyncio.Future[bool]] = set()
+#: The last group's RocksDB writes (`_materialize`): the next group's wait for them.
+_materializing: asyncio.Future[bool] | None = None
 
 
 def use_sender(sender: Sender | None) -> None:
@@ -706,25 +787,6 @@ def use_sender(sender: Sender | None) -> None:
 def batch_sender() -> Sender | None:
     """The producer batches send through, None for Faust's."""
     return _sender
-
-
-async def _persist_offsets(changelogs: Deliveries, tables: dict[str, Table]) -> None:
-    """Once a batch's changelog records are delivered, note in each table partition's
-    RocksDB how far its changelog is held there (Faust's `_on_changelog_sent`): a restart
-    reads only what came after. A failed delivery fails the next commit (`Sender.drained`)."""
-    try:
-        await changelogs.wait()
-    except UndeliveredMessages:
-        log.error("a changelog record was not delivered: offsets will not be committed")
-        return
-    for (topic, partition), offset in (changelogs.offsets or {}).items():
-        table = tables.get(topic)
-        if table is None:
-            continue
-        try:
-            table.data.set_persisted_offset(TP(topic, partition), offset)
-        except Exception:  # the partition moved away meanwhile: its next owner reads on
-            log.debug("persisted offset of %s[%s] not noted", topic, partition, exc_info=True)
 
 
 def staged_batch() -> StagedBatch | None:

@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiokafka.partitioner import murmur2
 
 from app.domain.facts import held_facts
 from app.pipeline.driver import Driver
@@ -28,6 +27,7 @@ from app.pipeline.steps import card_of
 from app.tools.producer import ChannelProducer
 from app.tools.runner import WorkerProcess
 from app.tools.scenario import BASE_TS, scenario
+from app.worker.sender import key_partition
 from app.worker.settings import Settings
 from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.factories import as_json, make_identify, make_receipt
@@ -65,11 +65,6 @@ def assert_shared(workers: list[WorkerProcess], isolated: Isolated) -> list[set[
     assert sum(len(s) for s in shares) == isolated.topics.partitions, shares
     assert set().union(*shares) == set(range(isolated.topics.partitions)), shares
     return shares
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition Faust (and `murmur2_random` producers) put `key` in."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def send(broker: Broker, isolated: Isolated, events: Iterable[Event]) -> None:
@@ -221,7 +216,7 @@ def test_two_then_three_workers_share_partitions_and_answer_every_lookup(
     n = 0
     while len(customers) < partitions:
         n += 1
-        customers.setdefault(partition_of(f"C-{n}", partitions), f"C-{n}")
+        customers.setdefault(key_partition(f"C-{n}".encode(), partitions), f"C-{n}")
     send(
         broker,
         isolated,

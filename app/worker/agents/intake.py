@@ -12,7 +12,6 @@ instead of stopping the agent.
 from __future__ import annotations
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from app.domain.events import InvalidEvent, event_to_json
@@ -25,12 +24,8 @@ from app.worker.agents.batching import GroupFold, Outbox, batches, use_partition
 from app.worker.agents.outbox import Origin, dead_letter_failure, log_rejection, send_dead_letter
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels
+from app.worker.sender import key_partition
 from app.worker.settings import Settings
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition Faust's producer (aiokafka's default partitioner) gives `key`."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def register(
@@ -73,7 +68,7 @@ def register(
             and partitions is not None
             and out.role == Role.PROFILE_OPS
             and Role.PROFILE_OPS not in channels.muted
-            and partition_of(out.key, partitions) == record.message.partition
+            and key_partition(out.key.encode(), partitions) == record.message.partition
         )
 
     async def fold_here(outbox: Outbox, groups: dict[str, tuple[list[Op], list[EventT]]]) -> None:
