@@ -1,7 +1,8 @@
 """The guard agent (keyed by CustomerId) and the identity agent (keyed by link).
 
-The identity agent is the only writer of the link -> owner table; it moves a
-link from one customer to another only once the claimer's guard counted and
+Only `fold_link` writes the link -> owner table (run by the identity agent, or by the
+intake in place for an event keyed by its link, in the same table partition); it moves
+a link from one customer to another only once the claimer's guard counted and
 granted the takeover (`app.pipeline.steps.identity_batch`). Both loops
 take a batch of records (`app.worker.agents.batching`), and per key load the state
 once, fold the key's ops with `guard_batch` / `identity_batch`, store the state if it
@@ -14,7 +15,7 @@ import faust
 
 from app.pipeline.ops import Op
 from app.pipeline.steps import Failure, Out, guard_batch, identity_batch
-from app.worker.agents.batching import fold_batches
+from app.worker.agents.batching import GroupFold, fold_batches
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
 from app.worker.settings import Settings
@@ -22,8 +23,9 @@ from app.worker.settings import Settings
 
 def register(
     app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: WorkerStats
-) -> None:
-    """Register the guard and identity agents on `app`."""
+) -> tuple[GroupFold, GroupFold]:
+    """Register the guard and identity agents on `app`; return their folds (guard, link),
+    which the intake may also run in place (`app.worker.agents.intake`)."""
     limits = settings.guard_limits()
 
     def fold_guard(customer_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
@@ -47,3 +49,5 @@ def register(
     @app.agent(channels.identity_ops, name="identity")
     async def identity(stream: faust.StreamT[bytes]) -> None:
         await fold_batches(stream, settings, channels, stats.agents, "identity", fold_link)
+
+    return fold_guard, fold_link
