@@ -10,7 +10,7 @@ import click
 import faust
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from app.pipeline.topics import OUTPUT_ROLES, Role, load_topics
+from app.pipeline.topics import OUTPUT_ROLES, load_topics
 from app.worker.agents import identity, intake, people, profiles
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
@@ -119,18 +119,16 @@ def create_app(settings: Settings) -> faust.App:
     fold_profile = profiles.register(
         app, channels, tables, settings, stats, watch, people_settings.buckets
     )
-    fold_guard, fold_link = identity.register(app, channels, tables, settings, stats)
     shared = {topics.identify.partitions, topics.events.partitions} == {topics.partitions}
     intake.register(
         app,
         channels,
         settings,
         stats,
-        {Role.GUARD_OPS: fold_guard, Role.IDENTITY_OPS: fold_link, Role.PROFILE_OPS: fold_profile}
-        if settings.direct_fold
-        else None,
+        fold_profile if settings.direct_fold else None,
         topics.partitions if shared else None,  # co-partitioned inputs only
     )
+    identity.register(app, channels, tables, settings, stats)
     people.register(app, channels, tables, settings, stats, people_settings)
     routes.register(app, settings, tables, stats)
     people_web.register(app, settings, tables, channels, stats, people_settings)

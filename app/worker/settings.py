@@ -161,9 +161,8 @@ class Settings(BaseSettings):
     direct_fold: bool = Field(
         True,
         description=(
-            "Fold an event's first op in the intake agent when its key lives on the input "
-            "record's partition: a CustomerId event's profile or guard op, a link-only "
-            "event's link op (one internal hop fewer)"
+            "Fold an event that carries a CustomerId in the intake agent when its input "
+            "partition is its profile's (one internal hop fewer)"
         ),
     )
     batch_within_ms: float = Field(

@@ -1,8 +1,7 @@
 """The guard agent (keyed by CustomerId) and the identity agent (keyed by link).
 
-Only `fold_link` writes the link -> owner table (run by the identity agent, or by the
-intake in place for an event keyed by its link, in the same table partition); it moves
-a link from one customer to another only once the claimer's guard counted and
+The identity agent is the only writer of the link -> owner table; it moves a
+link from one customer to another only once the claimer's guard counted and
 granted the takeover (`app.pipeline.steps.identity_batch`). Both loops
 take a batch of records (`app.worker.agents.batching`), and per key load the state
 once, fold the key's ops with `guard_batch` / `identity_batch`, store the state if it
@@ -15,7 +14,7 @@ import faust
 
 from app.pipeline.ops import Op
 from app.pipeline.steps import Failure, Out, guard_batch, identity_batch
-from app.worker.agents.batching import GroupFold, fold_batches
+from app.worker.agents.batching import fold_batches
 from app.worker.agents.stats import WorkerStats
 from app.worker.channels import Channels, Tables
 from app.worker.settings import Settings
@@ -23,9 +22,8 @@ from app.worker.settings import Settings
 
 def register(
     app: faust.App, channels: Channels, tables: Tables, settings: Settings, stats: WorkerStats
-) -> tuple[GroupFold, GroupFold]:
-    """Register the guard and identity agents on `app`; return their folds (guard, link),
-    which the intake may also run in place (`app.worker.agents.intake`)."""
+) -> None:
+    """Register the guard and identity agents on `app`."""
     limits = settings.guard_limits()
 
     def fold_guard(customer_id: str, ops: list[Op]) -> tuple[list[Out], list[Failure]]:
@@ -49,5 +47,3 @@ def register(
     @app.agent(channels.identity_ops, name="identity")
     async def identity(stream: faust.StreamT[bytes]) -> None:
         await fold_batches(stream, settings, channels, stats.agents, "identity", fold_link)
-
-    return fold_guard, fold_link

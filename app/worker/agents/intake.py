@@ -11,8 +11,6 @@ instead of stopping the agent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import faust
 from faust.types import EventT
 
@@ -29,34 +27,24 @@ from app.worker.channels import Channels
 from app.worker.sender import key_partition
 from app.worker.settings import Settings
 
-#: The agent whose fold the intake runs in place for ops of each role (counter and
-#: dead-letter stage names are that agent's: it is the same fold).
-IN_PLACE_AGENTS: Mapping[Role, str] = {
-    Role.GUARD_OPS: "guard",
-    Role.IDENTITY_OPS: "identity",
-    Role.PROFILE_OPS: "profiles",
-}
-
 
 def register(
     app: faust.App,
     channels: Channels,
     settings: Settings,
     stats: WorkerStats,
-    folds: Mapping[Role, GroupFold] | None = None,
+    fold_profile: GroupFold | None = None,
     partitions: int | None = None,
 ) -> None:
     """Register the intake agent on `app`.
 
-    With `folds` and `partitions` (the partition count the input topics share with
-    the internal topics and tables), an op the intake makes for a key that lives on
-    the input record's own partition is folded right here, in that table partition,
-    instead of travelling through its internal topic (one hop fewer): an event that
-    carries a CustomerId (its profile's op, or its guard's for an identify), and an
-    event keyed by its one link (its link's op). What comes out is exactly what the
-    agent would make: it is the same function, `folds[role]`.
+    With `fold_profile` and `partitions` (the partition count the input topics share
+    with the profile table), an event that carries a CustomerId and arrives on the
+    partition its profile lives on is folded right here, in the profile's table
+    partition, instead of travelling through `profile-ops` (one hop fewer). Its
+    card, deadlines and messages are exactly what the profile agent would make:
+    it is the same function.
     """
-    in_place = dict(folds or {})
 
     async def reject(record: EventT, error: InvalidEvent) -> None:
         msg = record.message
@@ -74,40 +62,38 @@ def register(
         await send_dead_letter(channels, record, error.reason, counters=stats.agents)
 
     def direct(record: EventT, out: Out) -> bool:
-        """True when `out` can be folded here: an op of a role folded in place, for a key
-        on this record's partition."""
+        """True when `out` can be folded here: a profile op for this record's partition."""
         return (
-            partitions is not None
-            and out.role in in_place
-            and out.role not in channels.muted
+            fold_profile is not None
+            and partitions is not None
+            and out.role == Role.PROFILE_OPS
+            and Role.PROFILE_OPS not in channels.muted
             and key_partition(out.key.encode(), partitions) == record.message.partition
         )
 
-    async def fold_here(
-        outbox: Outbox, groups: dict[tuple[Role, str], tuple[list[Op], list[EventT]]]
-    ) -> None:
-        """Fold each key's ops of the batch (as its agent would), in order."""
-        for (role, key), (ops, records) in groups.items():
-            agent = IN_PLACE_AGENTS[role]
-            use_partition_of(records[-1])  # the key's partition (checked in `direct`)
+    async def fold_here(outbox: Outbox, groups: dict[str, tuple[list[Op], list[EventT]]]) -> None:
+        """Fold each profile's ops of the batch (as the profile agent would), in order."""
+        assert fold_profile is not None
+        for key, (ops, records) in groups.items():
+            use_partition_of(records[-1])  # the profile's partition (checked in `direct`)
             try:
-                outs, failed = in_place[role](key, ops)
+                outs, failed = fold_profile(key, ops)
             except Exception as exc:  # e.g. state that does not decode: keep every record
                 for record in {id(r): r for r in records}.values():
-                    await dead_letter_failure(channels, stats.agents, agent, record, exc)
+                    await dead_letter_failure(channels, stats.agents, "profiles", record, exc)
                 continue
             stats.agents["intake.folded_here"] += len(ops)
-            for op in ops:  # the agent's own counters: it is the same fold
-                stats.agents[f"{agent}.{op.kind}"] += 1
+            for op in ops:  # the profile fold's own counters: it is the same fold
+                stats.agents[f"profiles.{op.kind}"] += 1
             outbox.add(outs, Origin.of(records))
-            for index, error in failed:  # the fold failed: its agent's stage, the input record
-                await dead_letter_failure(channels, stats.agents, agent, records[index], error)
+            for index, error in failed:  # the profile fold failed: its stage, the input record
+                await dead_letter_failure(channels, stats.agents, "profiles", records[index], error)
 
     @app.agent(channels.inputs, name="intake")
     async def intake(stream: faust.StreamT[bytes]) -> None:
         async for batch in batches(stream, settings):
             outbox = Outbox(channels, stats.agents)
-            here: dict[tuple[Role, str], tuple[list[Op], list[EventT]]] = {}
+            here: dict[str, tuple[list[Op], list[EventT]]] = {}
             for record in batch:
                 try:
                     msg = record.message
@@ -126,8 +112,8 @@ def register(
                 sent = []
                 for out in outs:
                     if direct(record, out):
-                        ops, records = here.setdefault((out.role, out.key), ([], []))
-                        ops.append(out.message)  # type: ignore[arg-type]  # an internal op
+                        ops, records = here.setdefault(out.key, ([], []))
+                        ops.append(out.message)  # type: ignore[arg-type]  # a profile op
                         records.append(record)
                     else:
                         sent.append(out)
