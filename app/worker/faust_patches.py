@@ -424,8 +424,10 @@ def drain_producer_buffer_fully(app: faust.App) -> None:
                 await flush_some(None)  # type: ignore[arg-type]  # None: no limit (Faust: int)
             else:
                 await asyncio.sleep(0.001)
-        if _sender is not None:  # patch 9's producer: what batches sent, changelogs included
+        if _sender is not None:  # patch 9's producers: what batches sent, their changelogs
             await _sender.drained()
+        if _changelog_sender is not None:
+            await _changelog_sender.drained()
 
     faust_buffer._send_pending = send_counted  # before the buffer's sender task starts
     buffer.flush = flush_all  # type: ignore[method-assign]
@@ -649,7 +651,7 @@ class StagedBatch:
         with its profile's counts rolled back: the event, read again, found "already
         counted"). Until written, the values stay staged: every batch reads them.
         """
-        sender = _sender
+        sender = _changelog_sender or _sender
         writes = sorted((w for b in group for w in b.writes), key=lambda w: w[0])
         last = {(w[1], _raw(w[2])): w for w in writes}  # each key's last value only
         ordered = sorted(last.values(), key=lambda w: w[0])
@@ -690,6 +692,8 @@ class StagedBatch:
         if changelogs is None or not held:
             _tell(callbacks)
             return
+        if sender is not None and sender is _changelog_sender:
+            sender.push()  # together: a restart must not find half of them
         failpoint("changelog-sent")
         global _materializing
         task = asyncio.ensure_future(_materialize(_materializing, changelogs, held, callbacks))
@@ -772,16 +776,26 @@ async def _materialize(
 
 #: The producer batches send through (`use_sender`); None: Faust's own.
 _sender: Sender | None = None
+#: The producer of their table writes' changelog records (`Sender.for_changelogs`); None:
+#: `_sender`.
+_changelog_sender: Sender | None = None
 _persisting: set[asyncio.Future[bool]] = set()
 #: The last group's RocksDB writes (`_materialize`): the next group's wait for them.
 _materializing: asyncio.Future[bool] | None = None
 
 
-def use_sender(sender: Sender | None) -> None:
-    """Patch 9: send batches' messages and their table writes' changelog records through
-    `sender` (librdkafka) instead of Faust's producer; None: Faust's producer again."""
-    global _sender
+def use_sender(sender: Sender | None, changelogs: Sender | None = None) -> None:
+    """Patch 9: send batches' messages through `sender` (librdkafka) instead of Faust's
+    producer, and their table writes' changelog records through `changelogs` (or `sender`);
+    None: Faust's producer again."""
+    global _sender, _changelog_sender
     _sender = sender
+    _changelog_sender = changelogs if sender is not None else None
+
+
+def changelog_sender() -> Sender | None:
+    """The producer of batches' changelog records, when not `batch_sender()`."""
+    return _changelog_sender
 
 
 def batch_sender() -> Sender | None:
@@ -917,15 +931,14 @@ def apply_faust_patches(app: faust.App, settings: Settings) -> None:
     with `librdkafka_sends`)."""
     drain_producer_buffer_fully(app)
     stage_table_writes()
-    use_sender(
-        Sender(
-            settings.bootstrap,
-            settings.producer_linger_ms,
-            app.conf.producer_max_request_size,
+    if settings.librdkafka_sends:
+        max_request = app.conf.producer_max_request_size
+        use_sender(
+            Sender(settings.bootstrap, settings.producer_linger_ms, max_request),
+            Sender.for_changelogs(settings.bootstrap, max_request),
         )
-        if settings.librdkafka_sends
-        else None
-    )
+    else:
+        use_sender(None)
     use_rebalance_fixes()  # every worker gets partitions; none skips records
     correct_recovery_highwaters(settings.bootstrap)
     if settings.fetch_max_wait_ms is not None:

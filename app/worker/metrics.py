@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from app.domain.events import INVALID_EVENT_KINDS
 from app.pipeline.changes import IdentityChangeKind
 from app.worker.agents.stats import WorkerStats
-from app.worker.faust_patches import batch_sender
+from app.worker.faust_patches import batch_sender, changelog_sender
 
 PREFIX = "cardstream"
 
@@ -187,6 +187,7 @@ class WorkerCollector(Collector):
             sent_by_topic=dict(
                 Counter(monitor.messages_sent_by_topic or {})
                 + (sender.sent_by_topic if (sender := batch_sender()) is not None else Counter())
+                + (cl.sent_by_topic if (cl := changelog_sender()) is not None else Counter())
             ),
             lag=partition_lags(self.app),
             rebalancing=bool(self.app.rebalancing),

@@ -10,10 +10,13 @@ call each, with a delivery report counted by a `Deliveries` of the batch.
 The guarantees are those of the Faust path it replaces:
 - A batch's table writes are made only once every message it sent is delivered
   (`app.worker.faust_patches.StagedBatch` awaits its `Deliveries`).
-- A table write's changelog record goes out here too, to the changelog
-  partition Faust would pick (the partition of the record that wrote it); its
-  RocksDB write is made first, and the changelog's persisted offset (what a
-  restart need not read again) is moved on once the record is delivered.
+- A table write's changelog record goes out through a second producer of this
+  kind (`Sender.for_changelogs`), to the changelog partition Faust would pick
+  (the partition of the record that wrote it); its RocksDB write is made once the
+  record is delivered, and the changelog's persisted offset (what a restart need
+  not read again) is moved on after that. That producer never sends on its own
+  (`linger.ms` of a minute): each batch's records are pushed at once (`push`),
+  so that they leave together, in one request per broker.
 - Offsets are committed only once everything handed to the producer so far is
   delivered: Faust's flush before a commit waits for `drained()` (patch 6).
 - Keys go to the partition Faust's producer would choose (`murmur2_random`: the
@@ -33,6 +36,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -118,8 +122,17 @@ class Sender:
     """One confluent-kafka producer for a worker's batches, polled on its own thread."""
 
     def __init__(
-        self, bootstrap: str, linger_ms: int, max_request_bytes: int, **extra: object
+        self,
+        bootstrap: str,
+        linger_ms: int,
+        max_request_bytes: int,
+        poll_thread: bool = True,
+        **extra: object,
     ) -> None:
+        self._poll_thread = poll_thread
+        self._pusher: ThreadPoolExecutor | None = None  # one thread: a push at a time
+        self._push_queued = False
+        self._pushing: set[asyncio.Future[Any]] = set()
         self._config = producer_config(
             bootstrap,
             **{
@@ -144,11 +157,48 @@ class Sender:
             with self._lock:
                 if self._producer is None:
                     self._producer = Producer(self._config)
-                    self._thread = threading.Thread(
-                        target=self._poll, name="cardstream-sender", daemon=True
-                    )
-                    self._thread.start()
+                    if self._poll_thread:
+                        self._thread = threading.Thread(
+                            target=self._poll, name="cardstream-sender", daemon=True
+                        )
+                        self._thread.start()
         return self._producer
+
+    @classmethod
+    def for_changelogs(cls, bootstrap: str, max_request_bytes: int) -> Sender:
+        """The producer of table changelog records: nothing leaves until `push`.
+
+        A batch writes several keys, in several changelog topics (a profile's head, its
+        facts, ...), and the restart after a crash replays whatever was delivered. Sent
+        as records come, some of a batch's records could be delivered and others not (a
+        partition's linger timer started by an earlier batch sends part of this one):
+        replayed, a profile's new fact without its new counts looks counted already.
+        Pushed once per batch, its records leave together, one request per broker."""
+        return cls(
+            bootstrap,
+            linger_ms=60_000,
+            max_request_bytes=max_request_bytes,
+            poll_thread=False,
+            **{"batch.num.messages": 100_000},
+        )
+
+    def push(self) -> None:
+        """Send everything queued now (ignoring `linger.ms`) and serve its delivery reports,
+        on this sender's own thread (a push already waiting to start sends these too)."""
+        if self._push_queued:
+            return
+        if self._pusher is None:
+            self._pusher = ThreadPoolExecutor(1, thread_name_prefix="cardstream-changelogs")
+        self._push_queued = True
+        future = asyncio.get_running_loop().run_in_executor(self._pusher, self._flush)
+        self._pushing.add(future)
+        future.add_done_callback(self._pushing.discard)
+
+    def _flush(self) -> None:
+        self._push_queued = False  # what is queued from now on needs a push of its own
+        left = self.producer.flush(DRAIN_DEADLINE_SECONDS)
+        if left:
+            log.error("%s changelog records not delivered in %.0f s", left, DRAIN_DEADLINE_SECONDS)
 
     def _poll(self) -> None:
         producer = self._producer
@@ -231,6 +281,8 @@ class Sender:
         self._stopping.set()  # one thread polls at a time: the reports' counters have one writer
         if self._thread is not None:
             self._thread.join()
+        if self._pusher is not None:
+            self._pusher.shutdown(wait=True)
         left = self._producer.flush(timeout)
         if left:
             log.error("%s messages were not delivered before the worker stopped", left)

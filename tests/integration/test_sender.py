@@ -84,11 +84,13 @@ def test_keys_go_where_faust_sends_them_and_a_batch_waits_for_every_delivery(
     assert order == list(range(300, 320))
 
 
-def test_changelog_offsets_are_reported_per_partition(broker: Broker) -> None:
+def test_changelog_records_leave_together_when_pushed_and_report_offsets_per_partition(
+    broker: Broker,
+) -> None:
     topic = f"t{uuid.uuid4().hex[:8]}.changelog"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
-    sender = Sender(broker.bootstrap, linger_ms=5, max_request_bytes=1_048_576)
+    sender = Sender.for_changelogs(broker.bootstrap, max_request_bytes=1_048_576)
 
     async def send_all() -> dict[tuple[str, int], int]:
         deliveries = sender.deliveries()
@@ -96,7 +98,11 @@ def test_changelog_offsets_are_reported_per_partition(broker: Broker) -> None:
         for n in range(10):
             sender.send_now(deliveries, topic, b"k", str(n).encode(), partition=n % 2)
         sender.send_now(deliveries, topic, b"gone", None, partition=4)  # a tombstone
-        await deliveries.wait()
+        await asyncio.sleep(0.5)
+        assert deliveries.done == 0  # nothing leaves on its own: a batch's records go together
+        sender.push()
+        await asyncio.wait_for(deliveries.wait(), 30)
+        await sender.drained()
         return deliveries.offsets
 
     assert asyncio.run(send_all()) == {(topic, 0): 4, (topic, 1): 4, (topic, 4): 0}
