@@ -131,6 +131,10 @@ class Sender:
     ) -> None:
         self._poll_thread = poll_thread
         self._pusher: ThreadPoolExecutor | None = None  # one thread: a push at a time
+        #: Records `send_now` holds until a push (`for_changelogs`), None: sent at once.
+        self._held: list[tuple[str, bytes | None, dict[str, Any]]] | None = (
+            None if poll_thread else []
+        )
         self._push_queued = False
         self._pushing: set[asyncio.Future[Any]] = set()
         self._config = producer_config(
@@ -194,8 +198,24 @@ class Sender:
         self._pushing.add(future)
         future.add_done_callback(self._pushing.discard)
 
+    def _produce(self, topic: str, value: bytes | None, kwargs: dict[str, Any]) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, **kwargs)
+                return
+            except BufferError:  # rare (the queue holds 256 MiB): a poll or flush empties it
+                time.sleep(0.001)
+
     def _flush(self) -> None:
-        self._push_queued = False  # what is queued from now on needs a push of its own
+        """Hand on every record held so far, then send them (one request per broker) and wait
+        for their delivery reports. Records are handed on here only, never while a flush
+        runs: librdkafka would send them as they come, part of a batch in one request and
+        the rest in the next."""
+        self._push_queued = False  # what is held from now on needs a push of its own
+        with self._lock:
+            held, self._held = self._held or [], []
+        for topic, value, kwargs in held:
+            self._produce(topic, value, kwargs)
         left = self.producer.flush(DRAIN_DEADLINE_SECONDS)
         if left:
             log.error("%s changelog records not delivered in %.0f s", left, DRAIN_DEADLINE_SECONDS)
@@ -244,17 +264,16 @@ class Sender:
         value: bytes | None,
         partition: int | None = None,
     ) -> None:
-        """`send` without waiting: for a changelog record, made between two RocksDB writes
-        that must not be interleaved with another task (raises BufferError when full)."""
+        """`send` without waiting, for a changelog record. A sender `for_changelogs` only
+        holds it until the next `push`."""
         kwargs: dict[str, Any] = {"key": key, "on_delivery": deliveries.report}
         if partition is not None:
             kwargs["partition"] = partition
-        while True:
-            try:
-                self.producer.produce(topic, value, **kwargs)
-                break
-            except BufferError:  # rare (the queue holds 256 MiB): the poll thread empties it
-                time.sleep(0.001)
+        if self._held is not None:
+            with self._lock:  # not while a push takes the list
+                self._held.append((topic, value, kwargs))
+        else:
+            self._produce(topic, value, kwargs)
         deliveries.sent += 1
         self.handed_on += 1
         self.sent_by_topic[topic] += 1
