@@ -126,15 +126,13 @@ class Sender:
         bootstrap: str,
         linger_ms: int,
         max_request_bytes: int,
-        poll_thread: bool = True,
+        hold: bool = False,
         **extra: object,
     ) -> None:
-        self._poll_thread = poll_thread
         self._pusher: ThreadPoolExecutor | None = None  # one thread: a push at a time
-        #: Records `send_now` holds until a push (`for_changelogs`), None: sent at once.
-        self._held: list[tuple[str, bytes | None, dict[str, Any]]] | None = (
-            None if poll_thread else []
-        )
+        #: With `hold`, the records `send_now` keeps until a push (`for_changelogs`), and no
+        #: poll thread (a push serves the delivery reports); None: sent at once, polled.
+        self._held: list[tuple[str, bytes | None, dict[str, Any]]] | None = [] if hold else None
         self._push_queued = False
         self._pushing: set[asyncio.Future[Any]] = set()
         self._config = producer_config(
@@ -161,7 +159,7 @@ class Sender:
             with self._lock:
                 if self._producer is None:
                     self._producer = Producer(self._config)
-                    if self._poll_thread:
+                    if self._held is None:
                         self._thread = threading.Thread(
                             target=self._poll, name="cardstream-sender", daemon=True
                         )
@@ -182,7 +180,7 @@ class Sender:
             bootstrap,
             linger_ms=60_000,
             max_request_bytes=max_request_bytes,
-            poll_thread=False,
+            hold=True,
             **{"batch.num.messages": 100_000},
         )
 
