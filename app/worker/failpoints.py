@@ -24,7 +24,14 @@ FAILPOINTS = {
     "changelog-sent": "a batch's changelog records handed to the producer, none delivered yet",
     "changelog-delivered": "a batch's changelog records delivered, not yet written to RocksDB",
     "rocksdb-written": "a batch's writes in RocksDB, its changelog offsets not yet noted there",
+    "changelog-torn-first": "a push's changelog records half delivered (the first of each "
+    "partition's), as a cluster whose leaders differ or a push over one request can leave them",
+    "changelog-torn-last": "a push's changelog records half delivered (the last of each "
+    "partition's)",
 }
+#: The failpoints a push passes (`app.worker.sender.Sender`) and the half of each partition's
+#: records they deliver before the kill: the first (True) or the last.
+TEARS = {"changelog-torn-first": True, "changelog-torn-last": False}
 
 
 def parse(spec: str | None) -> tuple[str, int] | None:
@@ -47,14 +54,45 @@ _armed = parse(os.environ.get(ENV))
 _passed = 0
 
 
-def failpoint(name: str) -> None:
-    """SIGKILL this process if it is the armed failpoint's `n`-th pass."""
+def due(name: str) -> bool:
+    """Count a pass of failpoint `name`: True if it is the armed failpoint's `n`-th."""
     global _passed
     if _armed is None or _armed[0] != name:
-        return
+        return False
     _passed += 1
-    if _passed == _armed[1]:
-        log.warning("failpoint %s reached (pass %d): killing this worker", name, _passed)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+    return _passed == _armed[1]
+
+
+def kill(name: str) -> None:
+    """SIGKILL this process, saying which failpoint did it."""
+    log.warning("failpoint %s reached (pass %d): killing this worker", name, _passed)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def failpoint(name: str) -> None:
+    """SIGKILL this process if it is the armed failpoint's `n`-th pass."""
+    if due(name):
+        kill(name)
+
+
+def tear(partitions: list[int]) -> tuple[str, list[bool]] | None:
+    """At a push of records to `partitions` (one entry per record): if a tear failpoint is
+    armed, the push could be torn (some partition has two records or more) and this is its
+    `n`-th such push, the failpoint's name and which records to deliver before the kill
+    (half of each partition's, the first or the last); else None."""
+    if _armed is None or _armed[0] not in TEARS:
+        return None
+    by_partition: dict[int, list[int]] = {}
+    for at, partition in enumerate(partitions):
+        by_partition.setdefault(partition, []).append(at)
+    if all(len(ats) < 2 for ats in by_partition.values()) or not due(_armed[0]):
+        return None
+    first = TEARS[_armed[0]]
+    deliver = [False] * len(partitions)
+    for ats in by_partition.values():
+        half = max(1, len(ats) // 2)  # a partition's only record is delivered
+        for at in ats[:half] if first else ats[len(ats) - half :]:
+            deliver[at] = True
+    return _armed[0], deliver

@@ -47,6 +47,13 @@ Replaced or wrapped (process-wide, once per worker):
    (`StagedBatch._apply` says why); `app.worker.failpoints` lets a test kill the worker
    between the steps.
 
+10. `apply_whole_pushes` replaces `Table.apply_changelog_batch` (table recovery and
+   standby replicas): a push's changelog records are applied together or, when some
+   never reached the broker (a worker killed while a push was out, in several
+   requests), not at all (`app.worker.torn_pushes`); `settle_torn_pushes` drops the
+   torn ones once recovery has read every changelog to its end (no upstream issue:
+   Faust writes without transactions and reads what is there).
+
 Subclassed: `Worker` (Faust's root logger left at DEBUG). Read, because Faust offers
 no public way: the current event of a stream (`set_current_event`), the RocksDB
 databases of a table's partitions (`partition_databases`), whether table recovery
@@ -148,6 +155,7 @@ from app.worker.end_offsets import read_end_offsets
 from app.worker.failpoints import failpoint
 from app.worker.sender import Deliveries, Sender, UndeliveredMessages
 from app.worker.settings import Settings
+from app.worker.torn_pushes import PushFilter, push_header
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +251,7 @@ async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
     """
     app = self.app
     consumer = app.consumer
+    settle_torn_pushes(self)
     self.log.info("Restore complete!")
     await app.on_rebalance_complete.send()
     self._set_recovery_ended()
@@ -311,14 +320,83 @@ async def fetch_records(
     return kept
 
 
+# --------------------------------------------------------------------------- 10. whole pushes
+
+_FAUST_APPLY_CHANGELOG = Table.apply_changelog_batch
+#: The replay's filter: one per worker process (every table's changelogs go through it).
+_push_filter = PushFilter()
+#: The table of each changelog topic replayed, to note how far it is applied.
+_replayed_tables: dict[str, Table] = {}
+
+
+def apply_whole_pushes(self: Table, batch: Any) -> None:
+    """Faust's `apply_changelog_batch`, through the push filter: what it releases is written
+    (to its own table: a push spans several), and each changelog partition's applied mark
+    stays below its first held record.
+
+    Recovery buffers each table's records and applies them a thousand at a time, so a
+    push whose record sits in a slow table's buffer would keep the rest of it held for
+    long: the other tables' buffers are taken along (and emptied) too."""
+    batches: list[tuple[Any, Any]] = [(self, batch)]
+    manager = getattr(getattr(self, "app", None), "tables", None)
+    recovery: Recovery | None = getattr(manager, "_recovery", None)
+    if recovery is not None:
+        for table, buffered in recovery.buffers.items():
+            if buffered and buffered is not batch:
+                batches.append((table, list(buffered)))
+                buffered.clear()
+    ready: dict[Table, list[EventT]] = {}
+    for replayed, events in batches:
+        for event in events:
+            message = event.message
+            _replayed_tables[message.topic] = replayed
+            for table, released in _push_filter.admit(
+                (message.topic, message.partition),
+                message.offset,
+                message.key,
+                push_header(message.headers),
+                (replayed, event),
+            ):
+                ready.setdefault(table, []).append(released)
+    for table, events in ready.items():
+        _FAUST_APPLY_CHANGELOG(table, events)
+    _note_applied_marks()
+
+
+def _note_applied_marks() -> None:
+    for topic, partition in _push_filter.take_changed():
+        offset = _push_filter.safe_offset((topic, partition))
+        table = _replayed_tables.get(topic)
+        if offset is not None and table is not None:
+            table.data.set_persisted_offset(TP(topic, partition), offset)
+
+
+def settle_torn_pushes(recovery: Recovery) -> None:
+    """Every active changelog partition is read to its end: drop the pushes still short of
+    records there (their batches are read and folded again: their offsets were never
+    committed)."""
+    partitions = {tp.partition for tp in recovery.active_tps}
+    torn = _push_filter.torn
+    dropped = _push_filter.settle(partitions)
+    if dropped:
+        log.warning(
+            "recovery: %d changelog record(s) of pushes that did not reach the broker whole "
+            "(%d push partition(s)) were not applied; their batches are folded again",
+            dropped,
+            _push_filter.torn - torn,
+        )
+    _note_applied_marks()
+
+
 def use_rebalance_fixes() -> None:
-    """Patches 1-4: put the balanced assignor, the seek of uncommitted partitions, the end
-    of recovery that drops no queued record and the fetch that skips no paused record in
-    place of Faust's."""
+    """Patches 1-4 and 10: put the balanced assignor, the seek of uncommitted partitions, the
+    end of recovery that drops no queued record, the fetch that skips no paused record and
+    the replay of whole pushes in place of Faust's."""
     partition_assignor.CopartitionedAssignor = BalancedCopartitionedAssignor  # type: ignore[misc]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
     AIOKafkaConsumerThread._fetch_records = fetch_records  # type: ignore[method-assign]
+    Table.apply_changelog_batch = apply_whole_pushes  # type: ignore[method-assign, assignment]
 
 
 # --------------------------------------------------------------------------- the version
@@ -927,7 +1005,7 @@ class StagedView:
 
 
 def apply_faust_patches(app: faust.App, settings: Settings) -> None:
-    """Put every patch in place for `app` (patches 1-9; 7 only with a fetch wait set, 9 only
+    """Put every patch in place for `app` (patches 1-10; 7 only with a fetch wait set, 9 only
     with `librdkafka_sends`)."""
     drain_producer_buffer_fully(app)
     stage_table_writes()

@@ -34,6 +34,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,9 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from app.worker import failpoints
+from app.worker.torn_pushes import PUSH_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,17 @@ def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
         "log.connection.close": False,  # a broker stopping is not worth a log line
         **extra,
     }
+
+
+def stamp_push(records: list[tuple[str, bytes | None, dict[str, Any]]], push_id: str) -> None:
+    """Add `PUSH_HEADER` to each held record (topic, value, produce kwargs) of one push: the
+    push and how many records it sends to the record's partition, over all changelog topics
+    (`app.worker.torn_pushes` applies a push's records on replay only if all are there)."""
+    counts = Counter(kwargs.get("partition") for _, _, kwargs in records)
+    for _, _, kwargs in records:
+        partition = kwargs.get("partition")
+        if partition is not None:
+            kwargs["headers"] = [(PUSH_HEADER, f"{push_id}:{counts[partition]}".encode())]
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -134,6 +149,8 @@ class Sender:
         #: poll thread (a push serves the delivery reports); None: sent at once, polled.
         self._held: list[tuple[str, bytes | None, dict[str, Any]]] | None = [] if hold else None
         self._push_queued = False
+        self._incarnation = uuid.uuid4().hex[:12]  # this producer's pushes, apart from others'
+        self._pushes = 0
         self._pushing: set[asyncio.Future[Any]] = set()
         self._config = producer_config(
             bootstrap,
@@ -208,10 +225,21 @@ class Sender:
         """Hand on every record held so far, then send them (one request per broker) and wait
         for their delivery reports. Records are handed on here only, never while a flush
         runs: librdkafka would send them as they come, part of a batch in one request and
-        the rest in the next."""
+        the rest in the next. Each record is stamped with the push and how many records it
+        sends to that partition (`stamp_push`)."""
         self._push_queued = False  # what is held from now on needs a push of its own
         with self._lock:
             held, self._held = self._held or [], []
+        self._pushes += 1
+        stamp_push(held, f"{self._incarnation}:{self._pushes}")
+        torn = failpoints.tear([kwargs.get("partition", -1) for _, _, kwargs in held])
+        if torn is not None:  # a crash test: deliver some of them, then die
+            name, deliver = torn
+            for (topic, value, kwargs), sent in zip(held, deliver, strict=True):
+                if sent:
+                    self._produce(topic, value, kwargs)
+            self.producer.flush(DRAIN_DEADLINE_SECONDS)
+            failpoints.kill(name)
         for topic, value, kwargs in held:
             self._produce(topic, value, kwargs)
         left = self.producer.flush(DRAIN_DEADLINE_SECONDS)

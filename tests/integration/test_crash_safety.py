@@ -27,6 +27,7 @@ from app.pipeline.driver import Driver
 from app.tools.producer import ChannelProducer
 from app.tools.runner import WorkerProcess
 from app.tools.scenario import scenario
+from app.worker.failpoints import FAILPOINTS, TEARS
 from app.worker.settings import Settings
 from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.expected_cards import calm_model
@@ -259,7 +260,7 @@ def test_recovery_reads_every_record_of_a_changelogs_last_batch(
         assert "not at the" in second.log_file.read_text(), "no changelog ended in a batch"
 
 
-@pytest.mark.parametrize("point", ["changelog-sent", "changelog-delivered", "rocksdb-written"])
+@pytest.mark.parametrize("point", sorted(FAILPOINTS))
 def test_a_worker_killed_between_a_changelog_and_its_rocksdb_write_loses_nothing(
     point: str, broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
 ) -> None:
@@ -275,7 +276,8 @@ def test_a_worker_killed_between_a_changelog_and_its_rocksdb_write_loses_nothing
     records = stream_with_duplicates(rng)
     model = expected_model(records)
 
-    first = start_worker(failpoint=f"{point}:6")
+    # the test's stream takes a handful of pushes, each of many batches, and more batches
+    first = start_worker(failpoint=f"{point}:{2 if point in TEARS else 6}")
     send(broker, isolated, records)
     deadline = time.monotonic() + 60
     while first.alive() and time.monotonic() < deadline:
