@@ -737,6 +737,7 @@ class StagedBatch:
         if changelogs is not None:
             changelogs.offsets = {}  # before the first delivery report can come
         held: list[tuple[int, Table, Any, Any, Any]] = []
+        records: list[tuple[str, bytes | None, bytes | None, int | None]] = []
         before = _current_event.get(None)
         try:
             for write in ordered:
@@ -750,16 +751,19 @@ class StagedBatch:
                         _FAUST_SETITEM(table, key, value)
                     _unstage(table, key, seq, event)
                     continue
-                sender.send_now(
-                    changelogs,
-                    table.changelog_topic.get_topic_name(),
-                    _raw(key),
-                    None if value is _DELETED else _raw(value),
-                    event.message.partition,
+                records.append(
+                    (
+                        table.changelog_topic.get_topic_name(),
+                        _raw(key),
+                        None if value is _DELETED else _raw(value),
+                        event.message.partition,
+                    )
                 )
                 held.append(write)
         finally:
             _current_event.set(before)
+        if records and sender is not None and changelogs is not None:
+            sender.send_all(changelogs, records)  # all in one push (`Sender.send_all`)
         callbacks: list[Callable[[], None]] = []
         for batch in group:
             batch.applied = True

@@ -16,7 +16,9 @@ The guarantees are those of the Faust path it replaces:
   record is delivered, and the changelog's persisted offset (what a restart need
   not read again) is moved on after that. That producer never sends on its own
   (`linger.ms` of a minute): each batch's records are pushed at once (`push`),
-  so that they leave together, in one request per broker.
+  so that they leave together. librdkafka still sends one request per topic
+  partition, so a worker killed during a push can leave part of it delivered: the
+  replay applies a push whole or not at all (`app.worker.torn_pushes`).
 - Offsets are committed only once everything handed to the producer so far is
   delivered: Faust's flush before a commit waits for `drained()` (patch 6).
 - Keys go to the partition Faust's producer would choose (`murmur2_random`: the
@@ -192,7 +194,8 @@ class Sender:
         as records come, some of a batch's records could be delivered and others not (a
         partition's linger timer started by an earlier batch sends part of this one):
         replayed, a profile's new fact without its new counts looks counted already.
-        Pushed once per batch, its records leave together, one request per broker."""
+        Pushed once per batch, its records leave together (one request per partition: a
+        replay applies a push whole or not at all, `app.worker.torn_pushes`)."""
         return cls(
             bootstrap,
             linger_ms=60_000,
@@ -222,7 +225,7 @@ class Sender:
                 time.sleep(0.001)
 
     def _flush(self) -> None:
-        """Hand on every record held so far, then send them (one request per broker) and wait
+        """Hand on every record held so far, then send them (one request per partition) and wait
         for their delivery reports. Records are handed on here only, never while a flush
         runs: librdkafka would send them as they come, part of a batch in one request and
         the rest in the next. Each record is stamped with the push and how many records it
@@ -290,19 +293,34 @@ class Sender:
         value: bytes | None,
         partition: int | None = None,
     ) -> None:
-        """`send` without waiting, for a changelog record. A sender `for_changelogs` only
-        holds it until the next `push`."""
-        kwargs: dict[str, Any] = {"key": key, "on_delivery": deliveries.report}
-        if partition is not None:
-            kwargs["partition"] = partition
+        """`send` without waiting, for a changelog record (`send_all` of one)."""
+        self.send_all(deliveries, [(topic, key, value, partition)])
+
+    def send_all(
+        self,
+        deliveries: Deliveries,
+        records: list[tuple[str, bytes | None, bytes | None, int | None]],
+    ) -> None:
+        """Hand on changelog records (topic, key, value, partition) without waiting. A sender
+        `for_changelogs` holds them until the next `push`, all of them in the same push: a
+        push running meanwhile on the sender's thread takes all of them or none (split, a
+        push whole on replay could hold half of a batch's writes)."""
+        produced = []
+        for topic, key, value, partition in records:
+            kwargs: dict[str, Any] = {"key": key, "on_delivery": deliveries.report}
+            if partition is not None:
+                kwargs["partition"] = partition
+            produced.append((topic, value, kwargs))
         if self._held is not None:
             with self._lock:  # not while a push takes the list
-                self._held.append((topic, value, kwargs))
+                self._held.extend(produced)
         else:
-            self._produce(topic, value, kwargs)
-        deliveries.sent += 1
-        self.handed_on += 1
-        self.sent_by_topic[topic] += 1
+            for topic, value, kwargs in produced:
+                self._produce(topic, value, kwargs)
+        deliveries.sent += len(produced)
+        self.handed_on += len(produced)
+        for topic, _, _ in produced:
+            self.sent_by_topic[topic] += 1
 
     async def drained(self) -> None:
         """Until every message handed on before this call was delivered (before a commit);

@@ -68,9 +68,17 @@ class HeldSender:
         value: bytes | None,
         partition: int | None = None,
     ) -> None:
-        self.sent.append((deliveries, topic, key, value, partition))
-        deliveries.sent += 1
-        self.handed_on += 1
+        self.send_all(deliveries, [(topic, key, value, partition)])
+
+    def send_all(
+        self,
+        deliveries: Deliveries,
+        records: list[tuple[str, bytes | None, bytes | None, int | None]],
+    ) -> None:
+        for topic, key, value, partition in records:
+            self.sent.append((deliveries, topic, key, value, partition))
+            deliveries.sent += 1
+            self.handed_on += 1
 
     def deliver(self, error: Any = None) -> None:
         """Report every record sent so far (oldest first)."""
