@@ -44,6 +44,7 @@ from app.domain.profile import ProfileState, profile_state_from_json
 from app.pipeline.steps import ProfileIdentity, card_of
 from app.pipeline.topics import Topics
 from app.tools.offsets import Record, end_offsets, partitions_of, read_records
+from app.worker.torn_pushes import is_mark
 
 #: Card fields left out of exports (see the module docstring for why).
 NOT_EXPORTED = ("version", "identity")
@@ -79,8 +80,10 @@ def read_table(bootstrap: str, topic: str) -> dict[bytes, bytes]:
     if not partitions:
         raise StateNotFound(topic)
     ends = end_offsets(bootstrap, [(topic, p) for p in partitions])
-    # records of one key stay in one partition, in offset order: the last one wins
-    return latest_values(read_records(bootstrap, ends))
+    # records of one key stay in one partition, in offset order: the last one wins; the
+    # marks of the workers' changelog pushes are not table keys
+    values = latest_values(read_records(bootstrap, ends))
+    return {key: value for key, value in values.items() if not is_mark(key)}
 
 
 def exported(card: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,8 @@ FAILPOINTS = {
     "changelog-sent": "a batch's changelog records handed to the producer, none delivered yet",
     "changelog-delivered": "a batch's changelog records delivered, not yet written to RocksDB",
     "rocksdb-written": "a batch's writes in RocksDB, its changelog offsets not yet noted there",
+    "changelog-unmarked": "a push's changelog records all delivered, its mark (the push is "
+    "whole) not yet written",
     "changelog-torn-first": "a push's changelog records half delivered (the first of each "
     "partition's), as a cluster whose leaders differ or a push over one request can leave them",
     "changelog-torn-last": "a push's changelog records half delivered (the last of each "
@@ -32,6 +34,8 @@ FAILPOINTS = {
 #: The failpoints a push passes (`app.worker.sender.Sender`) and the half of each partition's
 #: records they deliver before the kill: the first (True) or the last.
 TEARS = {"changelog-torn-first": True, "changelog-torn-last": False}
+#: The failpoints passed once per push (a push holds many batches: they come by less often).
+PER_PUSH = {"changelog-unmarked", *TEARS}
 
 
 def parse(spec: str | None) -> tuple[str, int] | None:

@@ -48,11 +48,12 @@ Replaced or wrapped (process-wide, once per worker):
    between the steps.
 
 10. `apply_whole_pushes` replaces `Table.apply_changelog_batch` (table recovery and
-   standby replicas): a push's changelog records are applied together or, when some
-   never reached the broker (a worker killed while a push was out, in several
-   requests), not at all (`app.worker.torn_pushes`); `settle_torn_pushes` drops the
-   torn ones once recovery has read every changelog to its end (no upstream issue:
-   Faust writes without transactions and reads what is there).
+   standby replicas): a push's changelog records are applied once the mark its sender
+   wrote after delivering all of them is read, and `settle_torn_pushes` drops those of
+   pushes never marked (a worker killed while a push was out, in one request per
+   partition) once recovery has read every changelog to its end
+   (`app.worker.torn_pushes`; no upstream issue: Faust writes without transactions and
+   reads what is there).
 
 Subclassed: `Worker` (Faust's root logger left at DEBUG). Read, because Faust offers
 no public way: the current event of a stream (`set_current_event`), the RocksDB
@@ -251,7 +252,7 @@ async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
     """
     app = self.app
     consumer = app.consumer
-    settle_torn_pushes(self)
+    await settle_torn_pushes(self)
     self.log.info("Restore complete!")
     await app.on_rebalance_complete.send()
     self._set_recovery_ended()
@@ -354,6 +355,7 @@ def apply_whole_pushes(self: Table, batch: Any) -> None:
                 (message.topic, message.partition),
                 message.offset,
                 message.key,
+                message.value,
                 push_header(message.headers),
                 (replayed, event),
             ):
@@ -371,21 +373,40 @@ def _note_applied_marks() -> None:
             table.data.set_persisted_offset(TP(topic, partition), offset)
 
 
-def settle_torn_pushes(recovery: Recovery) -> None:
-    """Every active changelog partition is read to its end: drop the pushes still short of
-    records there (their batches are read and folded again: their offsets were never
-    committed)."""
+async def settle_torn_pushes(recovery: Recovery) -> None:
+    """Every active changelog partition is read to its end: drop the records of pushes never
+    marked whole there (their batches are read and folded again: their offsets were never
+    committed), and write each dropped key's value as it stands, or a tombstone, to its
+    changelog (a push of its own, marked), so that compaction cannot leave a later replay
+    the dropped record alone."""
     partitions = {tp.partition for tp in recovery.active_tps}
     torn = _push_filter.torn
     dropped = _push_filter.settle(partitions)
-    if dropped:
-        log.warning(
-            "recovery: %d changelog record(s) of pushes that did not reach the broker whole "
-            "(%d push partition(s)) were not applied; their batches are folded again",
-            dropped,
-            _push_filter.torn - torn,
-        )
     _note_applied_marks()
+    if not dropped:
+        return
+    log.warning(
+        "recovery: %d changelog record(s) of pushes never marked whole (a worker stopped "
+        "while they were out; %d push partition(s)) were not applied and their keys were "
+        "written back as they stand; their batches are folded again",
+        len(dropped),
+        _push_filter.torn - torn,
+    )
+    sender = _changelog_sender
+    if sender is None:  # no marks without it: nothing was held
+        return
+    undo: dict[tuple[str, bytes, int], bytes | None] = {}
+    for table, event in dropped:
+        message = event.message
+        db = table.data._db_for_partition(message.partition)
+        undo[(message.topic, message.key, message.partition)] = db.get(message.key)
+    deliveries = sender.deliveries()
+    sender.send_all(
+        deliveries,
+        [(topic, key, value, partition) for (topic, key, partition), value in undo.items()],
+    )
+    sender.push()
+    await deliveries.wait()
 
 
 def use_rebalance_fixes() -> None:

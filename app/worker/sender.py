@@ -46,7 +46,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from app.worker import failpoints
-from app.worker.torn_pushes import PUSH_HEADER
+from app.worker.torn_pushes import PUSH_HEADER, mark_key
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,25 @@ def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
 
 
 def stamp_push(records: list[tuple[str, bytes | None, dict[str, Any]]], push_id: str) -> None:
-    """Add `PUSH_HEADER` to each held record (topic, value, produce kwargs) of one push: the
-    push and how many records it sends to the record's partition, over all changelog topics
-    (`app.worker.torn_pushes` applies a push's records on replay only if all are there)."""
-    counts = Counter(kwargs.get("partition") for _, _, kwargs in records)
+    """Add `PUSH_HEADER` (`push_id`: producer and push number) to each held record (topic,
+    value, produce kwargs) of one push bound for a partition of its choosing: a replay
+    applies them once the push's mark is read (`app.worker.torn_pushes`)."""
+    header = [(PUSH_HEADER, push_id.encode())]
     for _, _, kwargs in records:
-        partition = kwargs.get("partition")
-        if partition is not None:
-            kwargs["headers"] = [(PUSH_HEADER, f"{push_id}:{counts[partition]}".encode())]
+        if kwargs.get("partition") is not None:
+            kwargs["headers"] = header
+
+
+def _deliveries_of(kwargs: dict[str, Any]) -> Deliveries | None:
+    """The batch's count a held record reports its delivery to."""
+    report = kwargs.get("on_delivery")
+    owner = getattr(report, "__self__", None)
+    return owner if isinstance(owner, Deliveries) else None
+
+
+def _resolve(future: asyncio.Future[str | None], error: str | None) -> None:
+    if not future.done():
+        future.set_result(error)
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -97,7 +108,17 @@ class Deliveries:
     a sealed batch arrives.
     """
 
-    __slots__ = ("_event", "_loop", "_sender", "done", "errors", "offsets", "sealed", "sent")
+    __slots__ = (
+        "_event",
+        "_loop",
+        "_sender",
+        "done",
+        "errors",
+        "marked",
+        "offsets",
+        "sealed",
+        "sent",
+    )
 
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
@@ -109,6 +130,9 @@ class Deliveries:
         self._event = asyncio.Event()
         #: Highest delivered offset per (topic, partition): changelog batches only.
         self.offsets: dict[tuple[str, int], int] | None = None
+        #: Changelog records held for a push: resolved once the push that took them is
+        #: marked whole (`Sender._flush`), with an error message if it was not.
+        self.marked: asyncio.Future[str | None] | None = None
 
     def report(self, err: KafkaError | None, msg: Message) -> None:
         """librdkafka's delivery report (poll thread)."""
@@ -133,6 +157,8 @@ class Deliveries:
             await self._event.wait()
         if self.errors:
             raise UndeliveredMessages("; ".join(self.errors[:5]))
+        if self.marked is not None and (error := await self.marked) is not None:
+            raise UndeliveredMessages(error)
 
 
 class Sender:
@@ -225,16 +251,23 @@ class Sender:
                 time.sleep(0.001)
 
     def _flush(self) -> None:
-        """Hand on every record held so far, then send them (one request per partition) and wait
-        for their delivery reports. Records are handed on here only, never while a flush
-        runs: librdkafka would send them as they come, part of a batch in one request and
-        the rest in the next. Each record is stamped with the push and how many records it
-        sends to that partition (`stamp_push`)."""
+        """Hand on every record held so far, send them and wait for their delivery reports;
+        then mark the push whole in each partition it wrote to, and tell the batches.
+
+        Records are handed on here only, never while a flush runs: librdkafka would send
+        them as they come. It sends one request per topic partition, so a worker killed
+        meanwhile can leave part of a push delivered; the replay applies a push only once
+        its mark is read (`app.worker.torn_pushes`), and the batches' writes wait for it
+        (`Deliveries.wait`)."""
         self._push_queued = False  # what is held from now on needs a push of its own
         with self._lock:
             held, self._held = self._held or [], []
+        if not held:
+            return
         self._pushes += 1
-        stamp_push(held, f"{self._incarnation}:{self._pushes}")
+        number = self._pushes
+        stamp_push(held, f"{self._incarnation}:{number}")
+        batches = {id(d): d for _, _, kwargs in held if (d := _deliveries_of(kwargs)) is not None}
         torn = failpoints.tear([kwargs.get("partition", -1) for _, _, kwargs in held])
         if torn is not None:  # a crash test: deliver some of them, then die
             name, deliver = torn
@@ -243,11 +276,46 @@ class Sender:
                     self._produce(topic, value, kwargs)
             self.producer.flush(DRAIN_DEADLINE_SECONDS)
             failpoints.kill(name)
+        failed = len(self.failures)
         for topic, value, kwargs in held:
             self._produce(topic, value, kwargs)
         left = self.producer.flush(DRAIN_DEADLINE_SECONDS)
-        if left:
-            log.error("%s changelog records not delivered in %.0f s", left, DRAIN_DEADLINE_SECONDS)
+        error = None
+        if left or len(self.failures) > failed:
+            error = f"push {number} not delivered whole ({left} records left): not marked"
+        else:
+            failpoints.failpoint("changelog-unmarked")
+            error = self._mark(number, held)
+        if error is not None:
+            log.error("%s", error)
+        for deliveries in batches.values():
+            if deliveries.marked is not None:
+                deliveries._loop.call_soon_threadsafe(_resolve, deliveries.marked, error)
+
+    def _mark(
+        self, number: int, held: list[tuple[str, bytes | None, dict[str, Any]]]
+    ) -> str | None:
+        """Write push `number`'s mark to each partition it wrote to (in the first changelog
+        topic it wrote there); an error message if a mark was not delivered."""
+        where: dict[int, str] = {}
+        for topic, _, kwargs in held:
+            if (partition := kwargs.get("partition")) is not None:
+                where.setdefault(partition, topic)
+        errors: list[str] = []
+
+        def reported(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+        key, value = mark_key(self._incarnation), str(number).encode()
+        for partition, topic in where.items():
+            self._produce(
+                topic, value, {"key": key, "partition": partition, "on_delivery": reported}
+            )
+        left = self.producer.flush(DRAIN_DEADLINE_SECONDS)
+        if left or errors:
+            return f"the mark of push {number} was not delivered: {errors[:3] or left}"
+        return None
 
     def _poll(self) -> None:
         producer = self._producer
@@ -312,6 +380,8 @@ class Sender:
                 kwargs["partition"] = partition
             produced.append((topic, value, kwargs))
         if self._held is not None:
+            if deliveries.marked is None:
+                deliveries.marked = deliveries._loop.create_future()
             with self._lock:  # not while a push takes the list
                 self._held.extend(produced)
         else:

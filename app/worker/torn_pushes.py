@@ -2,38 +2,50 @@
 
 A batch's table writes go to several changelog topics (a profile's head, its facts,
 its link), pushed together (`app.worker.sender.Sender.for_changelogs`). Kafka makes
-no set of records atomic without transactions: on a cluster the push goes out as one
-request per partition leader, a push larger than one request goes out in several,
-and a worker killed in between leaves some of them delivered and the rest not. The
+no set of records atomic without transactions, and librdkafka sends one request per
+topic partition (confluentinc/librdkafka#1700), even to one broker: a worker killed
+while a push is out leaves some of its records delivered and the rest not. The
 batch's events, read again after the restart, then fold on that mixed state: a fact
 stored while its profile's counts are not looks counted already (an event lost), a
 head whose fact is missing counts it again (an event counted twice).
 
-So every pushed record carries `PUSH_HEADER` (`push id:n`, `n` the records the push
-sent to that partition, over all changelog topics), and the replay of the changelogs
-(table recovery, standby replicas) goes through a `PushFilter`:
+So a push is committed by a record of its own, after it:
 
-* a record without the header (written by Faust's own producer) is applied at once;
-* a pushed record is held until all `n` records of its push in its partition have been
-  read, then they are applied together;
+* every pushed record carries `PUSH_HEADER`, `<producer>:<push number>` (the producer
+  is one worker process's changelog sender, the numbers go up);
+* once all of a push's records are delivered, the sender writes a MARK to each
+  partition the push wrote to (key `MARK_PREFIX + producer`, value the push number,
+  in one of the changelog topics of that partition): every push of that producer up
+  to that number is whole in that partition. Only then are the batch's writes made
+  in RocksDB and its input offsets committed;
+* the replay of the changelogs (table recovery, standby replicas) goes through a
+  `PushFilter`: a record without the header (written through Faust's own producer)
+  is applied at once; a pushed record is held until a mark of its producer covering
+  its push is read in its partition, then applied; a mark is never applied (no table
+  holds it);
 * when a worker's partitions have been read to their ends (the end of recovery,
-  `settle`), a push still short of records is torn: its records are dropped, so the
-  state is what it was before that batch, and the batch, whose input offsets were
-  never committed (a batch's offsets wait for all its changelog records), is read
-  and folded again;
-* a held record whose key gets a later value (applied) is dropped: the later wins;
-* Faust notes in RocksDB how far each changelog partition is applied, and a restart
-  reads from there: that mark stays below the first held record (`safe_offset`), so a
-  held record is read again by the next replay, never skipped.
+  `settle`), what is still held there belongs to pushes that were never marked: they
+  are dropped, the state is what it was before them, and their batches, whose input
+  offsets were never committed, are read and folded again. The worker writes each
+  dropped key's value as it stands (a tombstone if none) to its changelog, as a push
+  of its own: compaction could otherwise remove that value (a later record of its key,
+  the dropped one, exists) and leave a later replay the dropped record alone;
+* a held record whose key gets a later value (applied) is dropped: the later wins.
 
-Records already read are skipped when read again (Faust reads a changelog from its
-mark after each rebalance): each was applied, dropped or is held. A push whose
-records a replay meets only in part because the rest lie before the mark was applied
-whole before (the mark only passes a push's records once they are applied), so
-dropping the part does not change the store.
+Compaction keeps the latest mark of each producer in each topic partition, which
+covers all of its earlier pushes there, so a compacted changelog (a push's records
+partly removed because their keys got later values) still replays right: a count of
+records could not tell that from a torn push.
+
+Faust notes in RocksDB how far each changelog partition is applied, and a restart
+reads from there: that mark stays below the first held record (`safe_offset`), so a
+held record is read again by the next replay, never skipped. Records already read
+are skipped when read again (Faust reads a changelog from its noted offset after
+each rebalance): each was applied, dropped or is held.
 
 Pure: no Faust inside (the glue is patch 10 in `app.worker.faust_patches`); a record
-is its topic partition, offset, key, header and an opaque item the caller applies.
+is its topic partition, offset, key, value, header and an opaque item the caller
+applies.
 """
 
 from __future__ import annotations
@@ -41,11 +53,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The header of a pushed changelog record (see the module docstring).
+#: The header of a pushed changelog record: `<producer>:<push number>`.
 PUSH_HEADER = "cardstream-push"
+#: The key prefix of a push's mark (no table key starts with 0xff: keys are UTF-8 text or
+#: start with 0x00).
+MARK_PREFIX = b"\xffcardstream-push:"
 
 #: A changelog topic partition: (topic, partition).
 TopicPartition = tuple[str, int]
+
+
+def mark_key(producer: str) -> bytes:
+    """The key of `producer`'s marks."""
+    return MARK_PREFIX + producer.encode()
+
+
+def is_mark(key: bytes | None) -> bool:
+    """True for the key of a push's mark (not a table's key)."""
+    return key is not None and key.startswith(MARK_PREFIX)
 
 
 def push_header(headers: Any) -> bytes | None:
@@ -60,13 +85,13 @@ def push_header(headers: Any) -> bytes | None:
 
 
 def parse_push(value: bytes | None) -> tuple[str, int] | None:
-    """`push id:n` -> (push id, n); None when absent or not of that form."""
+    """`producer:number` -> (producer, number); None when absent or not of that form."""
     if not value:
         return None
-    push_id, _, count = value.decode("ascii", "replace").rpartition(":")
-    if not push_id or not count.isdigit() or int(count) < 1:
+    producer, _, number = value.decode("ascii", "replace").rpartition(":")
+    if not producer or not number.isdigit():
         return None
-    return push_id, int(count)
+    return producer, int(number)
 
 
 @dataclass(eq=False)
@@ -75,77 +100,100 @@ class _Held:
     offset: int
     key: Any
     item: Any
-    group: tuple[str, int]
     alive: bool = True
 
 
 @dataclass
 class _Push:
-    need: int
-    seen: int = 0
     records: list[_Held] = field(default_factory=list)
 
 
 class PushFilter:
-    """Holds pushed records until their push is whole (see the module docstring)."""
+    """Holds pushed records until their push is marked whole (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._pushes: dict[tuple[str, int], _Push] = {}
+        #: Pushes not marked yet: (producer, partition) -> push number -> its held records.
+        self._pending: dict[tuple[str, int], dict[int, _Push]] = {}
+        #: The highest push number marked, per (producer, partition).
+        self._marked: dict[tuple[str, int], int] = {}
         self._held_at: dict[TopicPartition, dict[int, _Held]] = {}
         self._held_keys: dict[tuple[TopicPartition, Any], list[_Held]] = {}
         self._read: dict[TopicPartition, int] = {}  # the last offset admitted, per partition
         self._decided: dict[TopicPartition, int] = {}  # the last offset applied or dropped
         self._changed: set[TopicPartition] = set()
-        self.dropped = 0  # records of torn pushes dropped so far
-        self.torn = 0  # torn pushes
+        self.dropped = 0  # records of unmarked pushes dropped so far
+        self.torn = 0  # unmarked pushes (per partition) dropped so far
 
     def admit(
-        self, tp: TopicPartition, offset: int, key: Any, header: bytes | None, item: Any
+        self,
+        tp: TopicPartition,
+        offset: int,
+        key: Any,
+        value: bytes | None,
+        header: bytes | None,
+        item: Any,
     ) -> list[Any]:
         """Take one replayed record; return the items to apply now, in order (this one, the
-        records of the push it completes, or nothing)."""
+        records of the pushes its mark covers, or nothing)."""
         read = self._read.get(tp)
         if read is not None and offset <= read:
             return []  # read again after a seek back: applied, dropped or held already
         self._read[tp] = offset
         self._changed.add(tp)
+        if is_mark(key):
+            self._decide(tp, offset)  # no table holds it
+            return self._mark(key[len(MARK_PREFIX) :].decode("utf-8", "replace"), tp[1], value)
         parsed = parse_push(header)
-        if parsed is None:
+        if parsed is None or self._marked.get((parsed[0], tp[1]), -1) >= parsed[1]:
             self._applied(tp, key, offset)
             return [item]
-        push_id, need = parsed
-        group = (push_id, tp[1])
-        push = self._pushes.get(group)
-        if push is None:
-            push = self._pushes[group] = _Push(need)
-        held = _Held(tp, offset, key, item, group)
-        push.records.append(held)
-        push.seen += 1
+        producer, number = parsed
+        held = _Held(tp, offset, key, item)
+        pushes = self._pending.setdefault((producer, tp[1]), {})
+        pushes.setdefault(number, _Push()).records.append(held)
         self._held_at.setdefault(tp, {})[offset] = held
         self._held_keys.setdefault((tp, key), []).append(held)
-        if push.seen < push.need:
+        return []
+
+    def _mark(self, producer: str, partition: int, value: bytes | None) -> list[Any]:
+        try:
+            number = int(value or b"")
+        except ValueError:
             return []
-        del self._pushes[group]
+        where = (producer, partition)
+        if number <= self._marked.get(where, -1):
+            return []
+        self._marked[where] = number
+        pushes = self._pending.get(where)
+        if not pushes:
+            return []
         out = []
-        for record in push.records:
-            if record.alive:  # else superseded by a later value of its key
-                self._unhold(record)
-                self._applied(record.tp, record.key, record.offset)
-                out.append(record.item)
+        for n in sorted(k for k in pushes if k <= number):  # older pushes first
+            for record in pushes.pop(n).records:
+                if record.alive:  # else superseded by a later value of its key
+                    self._unhold(record)
+                    self._applied(record.tp, record.key, record.offset)
+                    out.append(record.item)
+        if not pushes:
+            del self._pending[where]
         return out
 
-    def settle(self, partitions: set[int]) -> int:
+    def settle(self, partitions: set[int]) -> list[Any]:
         """The changelogs of `partitions` are read to their ends: drop the records of their
-        pushes still short of records (torn). Returns how many records were dropped."""
-        dropped = 0
-        for group in [g for g in self._pushes if g[1] in partitions]:
-            push = self._pushes.pop(group)
-            self.torn += 1
-            for record in push.records:
-                if record.alive:
-                    self._unhold(record)
-                    dropped += 1
-        self.dropped += dropped
+        pushes that were never marked (torn). Returns the items dropped.
+
+        The caller then writes each dropped key's value as it stands (or a tombstone) to
+        its changelog: compaction may otherwise remove that older value, superseded by the
+        dropped record, and a later replay would find the dropped record alone."""
+        dropped: list[Any] = []
+        for where in [w for w in self._pending if w[1] in partitions]:
+            for push in self._pending.pop(where).values():
+                self.torn += 1
+                for record in push.records:
+                    if record.alive:
+                        self._unhold(record)
+                        dropped.append(record.item)
+        self.dropped += len(dropped)
         return dropped
 
     def safe_offset(self, tp: TopicPartition) -> int | None:

@@ -27,7 +27,7 @@ from app.pipeline.driver import Driver
 from app.tools.producer import ChannelProducer
 from app.tools.runner import WorkerProcess
 from app.tools.scenario import scenario
-from app.worker.failpoints import FAILPOINTS, TEARS
+from app.worker.failpoints import FAILPOINTS, PER_PUSH
 from app.worker.settings import Settings
 from tests.conftest import TEST_NOW, Broker, Isolated
 from tests.fixtures.expected_cards import calm_model
@@ -277,7 +277,7 @@ def test_a_worker_killed_between_a_changelog_and_its_rocksdb_write_loses_nothing
     model = expected_model(records)
 
     # the test's stream takes a handful of pushes, each of many batches, and more batches
-    first = start_worker(failpoint=f"{point}:{2 if point in TEARS else 6}")
+    first = start_worker(failpoint=f"{point}:{2 if point in PER_PUSH else 6}")
     send(broker, isolated, records)
     deadline = time.monotonic() + 60
     while first.alive() and time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app.worker.sender import Sender
+from app.worker.torn_pushes import is_mark
 from tests.conftest import Broker
 
 pytestmark = pytest.mark.integration
@@ -107,9 +108,13 @@ def test_changelog_records_leave_together_when_pushed_and_report_offsets_per_par
 
     assert asyncio.run(send_all()) == {(topic, 0): 4, (topic, 1): 4, (topic, 4): 0}
     sender.close()
-    records = read_all(broker.bootstrap, topic, 11)
-    assert sorted((p, o, v) for p, o, _, v in records) == [
+    records = read_all(broker.bootstrap, topic, 14)
+    assert sorted((p, o, v) for p, o, k, v in records if not is_mark(k)) == [
         *((0, n, str(2 * n).encode()) for n in range(5)),
         *((1, n, str(2 * n + 1).encode()) for n in range(5)),
         (4, 0, None),
     ]
+    # once all were delivered, the push was marked whole in each partition it wrote to
+    marks = sorted((p, o, v) for p, o, k, v in records if is_mark(k))
+    assert marks == [(0, 5, b"1"), (1, 5, b"1"), (4, 1, b"1")]
+    assert len({k for _, _, k, _ in records if is_mark(k)}) == 1  # one producer
