@@ -81,6 +81,11 @@ def failpoint(name: str) -> None:
         kill(name)
 
 
+def tearing() -> bool:
+    """Whether a tear failpoint is armed (a push need not list its partitions otherwise)."""
+    return _armed is not None and _armed[0] in TEARS
+
+
 def tear(partitions: list[int]) -> tuple[str, list[bool]] | None:
     """At a push of records to `partitions` (one entry per record): if a tear failpoint is
     armed, the push could be torn (some partition has two records or more) and this is its

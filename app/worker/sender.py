@@ -78,13 +78,6 @@ def stamp_push(records: list[tuple[str, bytes | None, dict[str, Any]]], push_id:
             kwargs["headers"] = header
 
 
-def _deliveries_of(kwargs: dict[str, Any]) -> Deliveries | None:
-    """The batch's count a held record reports its delivery to."""
-    report = kwargs.get("on_delivery")
-    owner = getattr(report, "__self__", None)
-    return owner if isinstance(owner, Deliveries) else None
-
-
 def _resolve(future: asyncio.Future[str | None], error: str | None) -> None:
     if not future.done():
         future.set_result(error)
@@ -176,6 +169,7 @@ class Sender:
         #: With `hold`, the records `send_now` keeps until a push (`for_changelogs`), and no
         #: poll thread (a push serves the delivery reports); None: sent at once, polled.
         self._held: list[tuple[str, bytes | None, dict[str, Any]]] | None = [] if hold else None
+        self._held_batches: dict[int, Deliveries] = {}  # the batches of the held records
         self._push_queued = False
         self._incarnation = uuid.uuid4().hex[:12]  # this producer's pushes, apart from others'
         self._pushes = 0
@@ -262,13 +256,15 @@ class Sender:
         self._push_queued = False  # what is held from now on needs a push of its own
         with self._lock:
             held, self._held = self._held or [], []
+            batches, self._held_batches = self._held_batches, {}
         if not held:
             return
         self._pushes += 1
         number = self._pushes
         stamp_push(held, f"{self._incarnation}:{number}")
-        batches = {id(d): d for _, _, kwargs in held if (d := _deliveries_of(kwargs)) is not None}
-        torn = failpoints.tear([kwargs.get("partition", -1) for _, _, kwargs in held])
+        torn = None
+        if failpoints.tearing():
+            torn = failpoints.tear([kwargs.get("partition", -1) for _, _, kwargs in held])
         if torn is not None:  # a crash test: deliver some of them, then die
             name, deliver = torn
             for (topic, value, kwargs), sent in zip(held, deliver, strict=True):
@@ -373,6 +369,8 @@ class Sender:
         `for_changelogs` holds them until the next `push`, all of them in the same push: a
         push running meanwhile on the sender's thread takes all of them or none (split, a
         push whole on replay could hold half of a batch's writes)."""
+        if not records:  # nothing for a push to mark: `deliveries.marked` would never resolve
+            return
         produced = []
         for topic, key, value, partition in records:
             kwargs: dict[str, Any] = {"key": key, "on_delivery": deliveries.report}
@@ -384,6 +382,7 @@ class Sender:
                 deliveries.marked = deliveries._loop.create_future()
             with self._lock:  # not while a push takes the list
                 self._held.extend(produced)
+                self._held_batches[id(deliveries)] = deliveries
         else:
             for topic, value, kwargs in produced:
                 self._produce(topic, value, kwargs)

@@ -154,13 +154,17 @@ def test_a_tear_failpoint_delivers_half_of_each_partitions_records(
 ) -> None:
     monkeypatch.setattr(failpoints, "_armed", ("changelog-torn-last", 2))
     monkeypatch.setattr(failpoints, "_passed", 0)
+    assert failpoints.tearing()
     assert failpoints.tear([0, 1]) is None  # nothing to tear: not counted
     assert failpoints.tear([0, 0, 1]) is None  # the first push that could be torn
     name, deliver = failpoints.tear([0, 0, 0, 0, 1, 2, 2, 2]) or ("", [])
     assert name == "changelog-torn-last"
     assert deliver == [False, False, True, True, True, False, False, True]
     monkeypatch.setattr(failpoints, "_armed", None)
+    assert not failpoints.tearing()  # a push does not list its partitions for nothing
     assert failpoints.tear([0, 0]) is None
+    monkeypatch.setattr(failpoints, "_armed", ("changelog-unmarked", 1))
+    assert not failpoints.tearing()
 
 
 # --------------------------------------------------------------------------- the law
