@@ -15,7 +15,7 @@ every table's final value: an optimisation must leave the digest as it was.
     python -m bench.fold_profile [N] [--batch 1000] [--repeat 3] [--profile]
 
 `--profile` runs once more under cProfile and prints the top 25 functions by
-cumulative time. One process, one core.
+cumulative time (`--sort tottime`: by time in the function itself). One process, one core.
 """
 
 from __future__ import annotations
@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="input records per batch")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the fastest is shown")
     parser.add_argument("--profile", action="store_true", help="cProfile top 25 (one more run)")
+    parser.add_argument(
+        "--sort", default="cumulative", help="cProfile order: cumulative, tottime, ..."
+    )
     args = parser.parse_args()
     records = mixed_records(args.events)
     runs = [run(records, args.batch) for _ in range(args.repeat)]
@@ -185,7 +188,7 @@ def main() -> None:
         profiler.enable()
         run(records, args.batch)
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(25)
 
 
 if __name__ == "__main__":
