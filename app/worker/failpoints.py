@@ -1,7 +1,8 @@
 """Fault injection: a worker that kills itself at a chosen point, for crash tests.
 
 `CARDSTREAM_FAILPOINT=name:n` makes the worker SIGKILL itself the `n`-th time it
-passes `failpoint(name)`, exactly there: a crash test can then stop the worker between
+passes `failpoint(name)`, exactly there (or, for the `FAULTS`, raises the error a real
+fault there would): a crash test can then stop the worker between
 two steps that a random kill would only rarely split (the changelog records of a batch
 sent but not delivered, delivered but not yet in RocksDB, ...). Unset (always, outside
 tests), `failpoint` costs one comparison.
@@ -31,6 +32,12 @@ FAILPOINTS = {
     "changelog-torn-last": "a push's changelog records half delivered (the last of each "
     "partition's)",
 }
+#: Failpoints that raise instead of killing: the fault a worker must stop on (and the
+#: error it raises there). The next start, without it, must recover what was left.
+FAULTS = {
+    "write-back-undelivered": "the write-back at the end of recovery of the keys of a push "
+    "never marked whole is not delivered (the broker unreachable for the delivery timeout)",
+}
 #: The failpoints a push passes (`app.worker.sender.Sender`) and the half of each partition's
 #: records they deliver before the kill: the first (True) or the last.
 TEARS = {"changelog-torn-first": True, "changelog-torn-last": False}
@@ -43,8 +50,9 @@ def parse(spec: str | None) -> tuple[str, int] | None:
     if not spec:
         return None
     name, _, count = spec.partition(":")
-    if name not in FAILPOINTS:
-        raise ValueError(f"{ENV}={spec!r}: no failpoint {name!r} (known: {', '.join(FAILPOINTS)})")
+    if name not in FAILPOINTS and name not in FAULTS:
+        known = ", ".join([*FAILPOINTS, *FAULTS])
+        raise ValueError(f"{ENV}={spec!r}: no failpoint {name!r} (known: {known})")
     try:
         n = int(count or "1")
     except ValueError:

@@ -152,6 +152,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP, EventT, TableT
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
+from app.worker import failpoints
 from app.worker.end_offsets import read_end_offsets
 from app.worker.failpoints import failpoint
 from app.worker.sender import Deliveries, Sender, UndeliveredMessages
@@ -378,17 +379,18 @@ async def settle_torn_pushes(recovery: Recovery) -> None:
     marked whole there (their batches are read and folded again: their offsets were never
     committed), and write each dropped key's value as it stands, or a tombstone, to its
     changelog (a push of its own, marked), so that compaction cannot leave a later replay
-    the dropped record alone."""
+    the dropped record alone. Each changelog partition is noted in RocksDB as read past
+    the dropped records only once that write-back is delivered."""
     partitions = {tp.partition for tp in recovery.active_tps}
     torn = _push_filter.torn
     dropped = _push_filter.settle(partitions)
-    _note_applied_marks()
+    _note_applied_marks()  # short of what was dropped: see `PushFilter.written_back`
     if not dropped:
         return
     log.warning(
         "recovery: %d changelog record(s) of pushes never marked whole (a worker stopped "
-        "while they were out; %d push partition(s)) were not applied and their keys were "
-        "written back as they stand; their batches are folded again",
+        "while they were out; %d push partition(s)) were not applied; writing their keys "
+        "back as they stand; their batches are folded again",
         len(dropped),
         _push_filter.torn - torn,
     )
@@ -400,6 +402,8 @@ async def settle_torn_pushes(recovery: Recovery) -> None:
         message = event.message
         db = table.data._db_for_partition(message.partition)
         undo[(message.topic, message.key, message.partition)] = db.get(message.key)
+    if failpoints.due("write-back-undelivered"):
+        raise UndeliveredMessages("failpoint write-back-undelivered: the write-back was not sent")
     deliveries = sender.deliveries()
     sender.send_all(
         deliveries,
@@ -407,6 +411,10 @@ async def settle_torn_pushes(recovery: Recovery) -> None:
     )
     sender.push()
     await deliveries.wait()
+    # only now past the dropped records: a worker that stops before the write-back is
+    # delivered leaves the next one to read them, drop them and write back again
+    _push_filter.written_back()
+    _note_applied_marks()
 
 
 def use_rebalance_fixes() -> None:

@@ -121,6 +121,8 @@ class PushFilter:
         self._read: dict[TopicPartition, int] = {}  # the last offset admitted, per partition
         self._decided: dict[TopicPartition, int] = {}  # the last offset applied or dropped
         self._changed: set[TopicPartition] = set()
+        #: The first record dropped by `settle` per partition, until `written_back`.
+        self._unsettled: dict[TopicPartition, int] = {}
         self.dropped = 0  # records of unmarked pushes dropped so far
         self.torn = 0  # unmarked pushes (per partition) dropped so far
 
@@ -184,24 +186,38 @@ class PushFilter:
 
         The caller then writes each dropped key's value as it stands (or a tombstone) to
         its changelog: compaction may otherwise remove that older value, superseded by the
-        dropped record, and a later replay would find the dropped record alone."""
+        dropped record, and a later replay would find the dropped record alone. Until it
+        says so (`written_back`), `safe_offset` stays below the first dropped record: a
+        worker that stops before leaves the next one to drop them and write back again."""
         dropped: list[Any] = []
         for where in [w for w in self._pending if w[1] in partitions]:
             for push in self._pending.pop(where).values():
                 self.torn += 1
                 for record in push.records:
                     if record.alive:
+                        first = self._unsettled.get(record.tp, record.offset)
+                        self._unsettled[record.tp] = min(first, record.offset)
                         self._unhold(record)
                         dropped.append(record.item)
         self.dropped += len(dropped)
         return dropped
 
+    def written_back(self) -> None:
+        """The keys of the records `settle` dropped are written back: their partitions may
+        be noted as applied past them."""
+        self._changed.update(self._unsettled)
+        self._unsettled.clear()
+
     def safe_offset(self, tp: TopicPartition) -> int | None:
-        """How far `tp` may be noted as applied: below its first held record, else the last
-        record decided (None: nothing read)."""
+        """How far `tp` may be noted as applied: below its first held record or dropped
+        record not written back yet, else the last record decided (None: nothing read)."""
         held = self._held_at.get(tp)
-        if held:
-            return min(held) - 1
+        first = min(held) if held else None
+        dropped = self._unsettled.get(tp)
+        if dropped is not None and (first is None or dropped < first):
+            first = dropped
+        if first is not None:
+            return first - 1
         return self._decided.get(tp)
 
     def take_changed(self) -> set[TopicPartition]:

@@ -25,7 +25,7 @@ import pytest
 
 from app.pipeline.driver import Driver
 from app.tools.producer import ChannelProducer
-from app.tools.runner import WorkerProcess
+from app.tools.runner import WorkerFailed, WorkerProcess
 from app.tools.scenario import scenario
 from app.worker.failpoints import FAILPOINTS, PER_PUSH
 from app.worker.settings import Settings
@@ -260,6 +260,26 @@ def test_recovery_reads_every_record_of_a_changelogs_last_batch(
         assert "not at the" in second.log_file.read_text(), "no changelog ended in a batch"
 
 
+def killed_at_failpoint(
+    point: str, broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> tuple[WorkerProcess, dict[str, Any]]:
+    """A worker that sent the test's stream of events until failpoint `point` killed it, and
+    the cards the stream must give."""
+    _, rng = seeded_rng()
+    records = stream_with_duplicates(rng)
+    model = expected_model(records)
+    # the test's stream takes a handful of pushes, each of many batches, and more batches
+    first = start_worker(failpoint=f"{point}:{2 if point in PER_PUSH else 6}")
+    send(broker, isolated, records)
+    deadline = time.monotonic() + 60
+    while first.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not first.alive(), f"the worker never reached failpoint {point}:\n{first.log_tail()}"
+    assert f"failpoint {point} reached" in first.log_file.read_text(), first.log_tail()
+    first.kill()  # reaps it
+    return first, model
+
+
 @pytest.mark.parametrize("point", sorted(FAILPOINTS))
 def test_a_worker_killed_between_a_changelog_and_its_rocksdb_write_loses_nothing(
     point: str, broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
@@ -272,19 +292,7 @@ def test_a_worker_killed_between_a_changelog_and_its_rocksdb_write_loses_nothing
     Before the changelog went first, a worker killed after a batch's RocksDB writes and
     before their changelog records left kept values no changelog had: the events, read
     again, found the work done and wrote nothing, so a lost data directory lost them."""
-    _, rng = seeded_rng()
-    records = stream_with_duplicates(rng)
-    model = expected_model(records)
-
-    # the test's stream takes a handful of pushes, each of many batches, and more batches
-    first = start_worker(failpoint=f"{point}:{2 if point in PER_PUSH else 6}")
-    send(broker, isolated, records)
-    deadline = time.monotonic() + 60
-    while first.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not first.alive(), f"the worker never reached failpoint {point}:\n{first.log_tail()}"
-    assert f"failpoint {point} reached" in first.log_file.read_text(), first.log_tail()
-    first.kill()  # reaps it
+    first, model = killed_at_failpoint(point, broker, isolated, start_worker)
 
     second = start_worker(data_dir_of=first)
     wait_for_expected_cards(second, model, timeout=90.0)
@@ -293,3 +301,25 @@ def test_a_worker_killed_between_a_changelog_and_its_rocksdb_write_loses_nothing
 
     third = start_worker(data_dir_of=first)  # the same path, now empty
     wait_for_expected_cards(third, model, timeout=60.0)
+
+
+def test_a_worker_whose_write_back_is_not_delivered_stops_and_the_next_one_recovers(
+    broker: Broker, isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A worker killed before a push's marks leaves the push unmarked. The next worker's
+    recovery drops it and writes its keys back as they stand; when that write-back is not
+    delivered (`write-back-undelivered`: the broker unreachable for the delivery timeout),
+    the worker must stop rather than go on with a changelog that compaction could spoil.
+    Started again, a worker drops the same push, writes its keys back and every card is
+    exact."""
+    first, model = killed_at_failpoint("changelog-unmarked", broker, isolated, start_worker)
+
+    with pytest.raises(WorkerFailed, match="exited during start-up"):
+        start_worker(data_dir_of=first, failpoint="write-back-undelivered:1")
+    second_log = (first.log_file.parent / "worker-1.log").read_text()
+    assert "were not applied; writing their keys back" in second_log
+    assert "Crashed reason=UndeliveredMessages('failpoint write-back-undelivered" in second_log
+
+    third = start_worker(data_dir_of=first)
+    wait_for_expected_cards(third, model, timeout=90.0)
+    assert "were not applied; writing their keys back" in third.log_file.read_text()
