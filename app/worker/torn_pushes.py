@@ -123,6 +123,8 @@ class PushFilter:
         self._changed: set[TopicPartition] = set()
         #: The first record dropped by `settle` per partition, until `written_back`.
         self._unsettled: dict[TopicPartition, int] = {}
+        #: The first mark read per partition, until `settle` (see `safe_offset`).
+        self._marks_at: dict[TopicPartition, int] = {}
         self.dropped = 0  # records of unmarked pushes dropped so far
         self.torn = 0  # unmarked pushes (per partition) dropped so far
 
@@ -143,6 +145,7 @@ class PushFilter:
         self._read[tp] = offset
         self._changed.add(tp)
         if is_mark(key):
+            self._marks_at.setdefault(tp, offset)
             self._decide(tp, offset)  # no table holds it
             return self._mark(key[len(MARK_PREFIX) :].decode("utf-8", "replace"), tp[1], value)
         parsed = parse_push(header)
@@ -190,6 +193,9 @@ class PushFilter:
         says so (`written_back`), `safe_offset` stays below the first dropped record: a
         worker that stops before leaves the next one to drop them and write back again."""
         dropped: list[Any] = []
+        for tp in [tp for tp in self._marks_at if tp[1] in partitions]:
+            del self._marks_at[tp]  # every record a mark there covers is decided
+            self._changed.add(tp)
         for where in [w for w in self._pending if w[1] in partitions]:
             for push in self._pending.pop(where).values():
                 self.torn += 1
@@ -209,15 +215,25 @@ class PushFilter:
         self._unsettled.clear()
 
     def safe_offset(self, tp: TopicPartition) -> int | None:
-        """How far `tp` may be noted as applied: below its first held record or dropped
-        record not written back yet, else the last record decided (None: nothing read)."""
+        """How far `tp` may be noted as applied (None: nothing read): below its first held
+        record, its first dropped record not written back yet, and its first mark read
+        before its partition was settled; else the last record decided.
+
+        A mark covers the records of its push in the partition's other changelogs too,
+        which may not be read yet: a replay stopped now and resumed from the noted
+        offsets must read the mark again, or it would drop them as never marked."""
         held = self._held_at.get(tp)
-        first = min(held) if held else None
-        dropped = self._unsettled.get(tp)
-        if dropped is not None and (first is None or dropped < first):
-            first = dropped
-        if first is not None:
-            return first - 1
+        bounds = [
+            first
+            for first in (
+                min(held) if held else None,
+                self._unsettled.get(tp),
+                self._marks_at.get(tp),
+            )
+            if first is not None
+        ]
+        if bounds:
+            return min(bounds) - 1
         return self._decided.get(tp)
 
     def take_changed(self) -> set[TopicPartition]:

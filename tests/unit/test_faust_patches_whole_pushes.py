@@ -86,7 +86,8 @@ def test_a_push_reaches_each_table_once_marked(fresh_filter: PushFilter) -> None
     assert heads.data.values == {b"C-1": b"v"}  # released into its own table
     assert facts.data.values == {b"f1": b"v"}  # the mark itself is no table's key
     assert heads.data.marks == {TP(HEADS, 0): 4}
-    assert facts.data.marks == {TP(FACTS, 0): 8}
+    # below the mark until recovery ends: a replay resumed from there reads it again
+    assert facts.data.marks == {TP(FACTS, 0): 7}
 
 
 def test_the_other_tables_buffered_records_are_taken_along(fresh_filter: PushFilter) -> None:

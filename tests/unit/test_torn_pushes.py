@@ -47,6 +47,12 @@ def test_a_push_is_applied_once_its_mark_is_read() -> None:
     assert mark(f, (HEADS, 0), 5, "w1", 1) == ["fact 1", "fact 2", "head"]
     assert f.holding() == 0
     assert f.safe_offset((FACTS, 0)) == 11
+    # a replay resumed from there must read the mark again: it may cover records of
+    # other changelogs not read yet
+    assert f.safe_offset((HEADS, 0)) == 4
+    f.take_changed()
+    assert f.settle({0}) == []  # the partition read to its end: everything is decided
+    assert f.take_changed() == {(HEADS, 0)}
     assert f.safe_offset((HEADS, 0)) == 5  # the mark is decided too (never applied)
     # a record of a marked push read after the mark (another changelog) goes straight in
     assert f.admit((FACTS, 0), 12, b"f3", b"v", header("w1:1"), "fact 3") == ["fact 3"]
@@ -277,6 +283,64 @@ def test_replay_in_any_interleaving_applies_exactly_the_marked_pushes(log: Any, 
         apply(f.admit(tp, offset, key.encode("latin-1"), raw, push, item))
     f.settle({0, 1})
     assert f.holding() == 0
+    assert {k: v for k, v in state.items() if v is not None} == {
+        k: v for k, v in expected.items() if v is not None
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(log=logs(), data=st.data())
+def test_a_replay_stopped_anywhere_resumes_from_the_offsets_it_noted(log: Any, data: Any) -> None:
+    """The store (RocksDB) keeps what was applied and, per partition, the offset noted as
+    applied (`safe_offset`, as patch 10 notes it); a worker stopped anywhere in a replay
+    resumes from there with a new filter. Stopped after `settle` but before its
+    write-back was delivered (`written_back`), the next replay must find and drop the same
+    records again (else nobody writes them back); after it, none."""
+    partitions, expected = log
+    state: dict[Any, str | None] = {}
+    noted: dict[tuple[str, int], int] = {}
+
+    def note(f: PushFilter) -> None:
+        for tp in f.take_changed():
+            if (offset := f.safe_offset(tp)) is not None:
+                noted[tp] = offset
+
+    def replay(stop_after: int | None) -> tuple[PushFilter, bool]:
+        f = PushFilter()
+        cursors = {tp: noted.get(tp, -1) + 1 for tp in partitions}
+        steps = 0
+        while any(cursors[tp] < len(records) for tp, records in partitions.items()):
+            if steps == stop_after:
+                return f, False
+            steps += 1
+            left = sorted(t for t in partitions if cursors[t] < len(partitions[t]))
+            tp = data.draw(st.sampled_from(left))
+            offset = cursors[tp]
+            cursors[tp] += 1
+            if partitions[tp][offset] is None:
+                continue  # compacted away
+            key, value, push = partitions[tp][offset]
+            raw = None if value is None else value.encode()
+            item = ((tp[0], tp[1], key), value)
+            for where, applied in f.admit(tp, offset, key.encode("latin-1"), raw, push, item):
+                state[where] = applied
+            note(f)
+        return f, True
+
+    total = sum(len(records) for records in partitions.values())
+    first, finished = replay(data.draw(st.integers(0, total)))
+    if finished:
+        dropped = first.settle({0, 1})
+        note(first)  # the worker stops here: its write-back never delivered
+        second, _ = replay(None)
+        assert sorted(second.settle({0, 1})) == sorted(dropped)
+        second.written_back()
+        note(second)
+        third, _ = replay(None)
+        assert third.settle({0, 1}) == []
+    else:
+        last, _ = replay(None)
+        last.settle({0, 1})
     assert {k: v for k, v in state.items() if v is not None} == {
         k: v for k, v in expected.items() if v is not None
     }
