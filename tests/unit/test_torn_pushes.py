@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -258,19 +259,23 @@ def logs(draw: st.DrawFn) -> tuple[dict[tuple[str, int], list[Any]], dict[Any, s
     return partitions, state
 
 
-@settings(max_examples=400, deadline=None)
-@given(log=logs(), data=st.data())
-def test_replay_in_any_interleaving_applies_exactly_the_marked_pushes(log: Any, data: Any) -> None:
-    partitions, expected = log
-    cursors = {tp: 0 for tp in partitions}
-    f = PushFilter()
-    state: dict[Any, str | None] = {}
-
-    def apply(items: list[Any]) -> None:
-        for where, value in items:
-            state[where] = value
-
+def replay(
+    partitions: dict[tuple[str, int], list[Any]],
+    f: PushFilter,
+    state: dict[Any, str | None],
+    data: Any,
+    start: dict[tuple[str, int], int],
+    stop_after: int | None = None,
+    after_each: Callable[[], None] = lambda: None,
+) -> bool:
+    """Read each partition from `start` on, in an interleaving `data` draws, through `f`,
+    into `state`; False when stopped after `stop_after` records."""
+    cursors = dict(start)
+    steps = 0
     while any(cursors[tp] < len(records) for tp, records in partitions.items()):
+        if steps == stop_after:
+            return False
+        steps += 1
         left = sorted(t for t in partitions if cursors[t] < len(partitions[t]))
         tp = data.draw(st.sampled_from(left))
         offset = cursors[tp]
@@ -280,7 +285,19 @@ def test_replay_in_any_interleaving_applies_exactly_the_marked_pushes(log: Any, 
         key, value, push = partitions[tp][offset]
         raw = None if value is None else value.encode()
         item = ((tp[0], tp[1], key), value)
-        apply(f.admit(tp, offset, key.encode("latin-1"), raw, push, item))
+        for where, applied in f.admit(tp, offset, key.encode("latin-1"), raw, push, item):
+            state[where] = applied
+        after_each()
+    return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(log=logs(), data=st.data())
+def test_replay_in_any_interleaving_applies_exactly_the_marked_pushes(log: Any, data: Any) -> None:
+    partitions, expected = log
+    f = PushFilter()
+    state: dict[Any, str | None] = {}
+    replay(partitions, f, state, data, {tp: 0 for tp in partitions})
     f.settle({0, 1})
     assert f.holding() == 0
     assert {k: v for k, v in state.items() if v is not None} == {
@@ -305,41 +322,24 @@ def test_a_replay_stopped_anywhere_resumes_from_the_offsets_it_noted(log: Any, d
             if (offset := f.safe_offset(tp)) is not None:
                 noted[tp] = offset
 
-    def replay(stop_after: int | None) -> tuple[PushFilter, bool]:
+    def resume(stop_after: int | None) -> tuple[PushFilter, bool]:
         f = PushFilter()
-        cursors = {tp: noted.get(tp, -1) + 1 for tp in partitions}
-        steps = 0
-        while any(cursors[tp] < len(records) for tp, records in partitions.items()):
-            if steps == stop_after:
-                return f, False
-            steps += 1
-            left = sorted(t for t in partitions if cursors[t] < len(partitions[t]))
-            tp = data.draw(st.sampled_from(left))
-            offset = cursors[tp]
-            cursors[tp] += 1
-            if partitions[tp][offset] is None:
-                continue  # compacted away
-            key, value, push = partitions[tp][offset]
-            raw = None if value is None else value.encode()
-            item = ((tp[0], tp[1], key), value)
-            for where, applied in f.admit(tp, offset, key.encode("latin-1"), raw, push, item):
-                state[where] = applied
-            note(f)
-        return f, True
+        start = {tp: noted.get(tp, -1) + 1 for tp in partitions}
+        return f, replay(partitions, f, state, data, start, stop_after, lambda: note(f))
 
     total = sum(len(records) for records in partitions.values())
-    first, finished = replay(data.draw(st.integers(0, total)))
+    first, finished = resume(data.draw(st.integers(0, total)))
     if finished:
         dropped = first.settle({0, 1})
         note(first)  # the worker stops here: its write-back never delivered
-        second, _ = replay(None)
+        second, _ = resume(None)
         assert sorted(second.settle({0, 1})) == sorted(dropped)
         second.written_back()
         note(second)
-        third, _ = replay(None)
+        third, _ = resume(None)
         assert third.settle({0, 1}) == []
     else:
-        last, _ = replay(None)
+        last, _ = resume(None)
         last.settle({0, 1})
     assert {k: v for k, v in state.items() if v is not None} == {
         k: v for k, v in expected.items() if v is not None
