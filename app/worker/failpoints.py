@@ -99,8 +99,9 @@ def tear(partitions: list[int]) -> tuple[str, list[bool]] | None:
     armed, the push could be torn (some partition has two records or more) and this is its
     `n`-th such push, the failpoint's name and which records to deliver before the kill
     (half of each partition's, the first or the last); else None."""
-    if _armed is None or _armed[0] not in TEARS:
+    if not tearing():
         return None
+    assert _armed is not None  # armed with a tear failpoint
     by_partition: dict[int, list[int]] = {}
     for at, partition in enumerate(partitions):
         by_partition.setdefault(partition, []).append(at)
